@@ -1,0 +1,38 @@
+# Two commands: `make run` (set up, run the whole pipeline, print results)
+# and `make test` (set up, run the tests). Needs only Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UI_PORT ?= 5000
+
+# Stage commands call `python`/`dvc` from the project's environment, and
+# every run (queued DVC experiments too) logs to this project's store.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: setup run test ui bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+	@$(BIN)/python -m pipeline.show
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf data/prepared data/target data/shadows data/defenses data/runs data/*.npz data/summary_run.json

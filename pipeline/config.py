@@ -1,0 +1,219 @@
+"""Typed, validated params: every stage reads `params.yaml` through here.
+
+Unknown keys and out-of-range values are rejected with one line that names
+the key (for example ``defenses.l2.weight``) and the value that was given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import PipelineError
+
+DATASETS = ("digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MlflowParams(_Strict):
+    experiment: str = Field("membership-inference", min_length=1)
+
+
+class DataParams(_Strict):
+    dataset: Literal["digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    path: str | None = None
+    label_column: str = "label"
+    n_members: int = Field(350, gt=0)
+    n_test: int = Field(300, gt=0)
+    n_shadow_pool: int = Field(700, gt=0)
+    min_per_class: int = Field(10, ge=1)
+
+    @field_validator("n_shadow_pool")
+    @classmethod
+    def _even_pool(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(
+                f"must be even so each pool point is IN for exactly half the shadows (got {value})"
+            )
+        return value
+
+
+class ModelParams(_Strict):
+    """Architecture and training recipe; shadows copy the target's."""
+
+    architecture: Literal["mlp", "cnn"] = "mlp"
+    hidden_units: int = Field(128, gt=0)
+    conv_filters: tuple[int, ...] = Field((16, 32), min_length=1)
+    epochs: int = Field(40, gt=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+    @field_validator("conv_filters")
+    @classmethod
+    def _positive_filters(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(f <= 0 for f in value):
+            raise ValueError(f"every filter count must be positive (got {list(value)})")
+        return value
+
+
+class ShadowParams(_Strict):
+    n_models: int = Field(8, ge=2)
+
+    @field_validator("n_models")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even so each pool point is IN for exactly half (got {value})")
+        return value
+
+
+class ShadowClassifierParams(_Strict):
+    per_class: bool = True
+    classifier: Literal["mlp", "logistic_regression", "random_forest"] = "mlp"
+    hidden_units: int = Field(64, gt=0)
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class MetricAttackParams(_Strict):
+    """Song & Mittal metric attacks: one threshold per true class, or one global."""
+
+    class_dependent: bool = True
+
+
+class LiraParams(_Strict):
+    """LiRA: one pooled variance for all points (advised with few shadows) or one per point."""
+
+    fixed_variance: bool = True
+
+
+class RmiaParams(_Strict):
+    """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows."""
+
+    gamma: float = Field(1.0, ge=1)
+    offline_a: float | None = Field(None, ge=0, le=1)
+
+
+class AttackParams(_Strict):
+    enabled: tuple[str, ...] = ("shadow_classifier", "loss_threshold")
+    shadow_classifier: ShadowClassifierParams = ShadowClassifierParams()
+    metric: MetricAttackParams = MetricAttackParams()
+    lira: LiraParams = LiraParams()
+    rmia: RmiaParams = RmiaParams()
+
+    @field_validator("enabled")
+    @classmethod
+    def _known_attacks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from pipeline.attacks import ATTACK_NAMES
+
+        if not value:
+            raise ValueError("list at least one attack")
+        unknown = [name for name in value if name not in ATTACK_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown attack {unknown[0]!r}; known attacks: {', '.join(ATTACK_NAMES)}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError(f"each attack may be listed once (got {list(value)})")
+        return value
+
+
+class DefenseSettings(_Strict):
+    adaptive: bool = True
+
+
+class DropoutDefense(_Strict):
+    """Dropout after the hidden layer (the report's Dropout(0.5))."""
+
+    type: Literal["dropout"]
+    rate: float = Field(0.5, gt=0, lt=1)
+
+
+class L2Defense(_Strict):
+    """L2 weight penalty on every kernel."""
+
+    type: Literal["l2"]
+    weight: float = Field(1e-3, gt=0)
+
+
+Defense = Annotated[Union[DropoutDefense, L2Defense], Field(discriminator="type")]
+
+
+class Params(_Strict):
+    seed: int = Field(42, ge=0)
+    mlflow: MlflowParams = MlflowParams()
+    data: DataParams = DataParams()
+    target: ModelParams = ModelParams()
+    shadows: ShadowParams = ShadowParams()
+    attack: AttackParams = AttackParams()
+    defense: DefenseSettings = DefenseSettings()
+    defenses: dict[str, Defense] = Field(default_factory=dict)
+
+    @field_validator("defenses")
+    @classmethod
+    def _stage_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(
+                    f"defense name {name!r} must use only letters, digits, '_' and '-' "
+                    "(it becomes the DVC stage defend@<name>)"
+                )
+        return value
+
+
+def _format(error: ValidationError, source: str) -> str:
+    """One line per problem: `params.yaml: key.path: message (got value)`."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        got = item.get("input")
+        suffix = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
+        lines.append(f"{source}: {loc}: {message}{suffix}")
+    return "; ".join(lines)
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping into `Params`."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(_format(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the params file; raises PipelineError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
+    return parse_params(raw, str(path.name))
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Dotted-key view of the params, the form MLflow's runs table compares."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            out[prefix] = list(value) if isinstance(value, tuple) else value
+
+    walk("", params.model_dump(mode="python"))
+    return out

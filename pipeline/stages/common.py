@@ -1,0 +1,157 @@
+"""What every stage shares: paths, loading prepared data, the tracked run.
+
+Stages run from the project root (DVC's working directory), so every path
+here is relative to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from pipeline.config import Params, flatten, load_params
+from pipeline.errors import PipelineError
+from pipeline.audit import Audit, fpr_grid, roc_on_grid
+from pipeline.io import atomic_path, load_npz, read_text, write_json, write_npz, write_text
+from pipeline.models import TrainedTarget
+from pipeline.types import AttackInput, Dataset, Signals, Splits
+
+ROOT = Path(".")
+PREPARED = ROOT / "data" / "prepared"
+RUNS = ROOT / "data" / "runs"
+METRICS = ROOT / "metrics"
+PLOTS = ROOT / "plots"
+SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool")
+
+
+def load_prepared() -> tuple[Dataset, Splits]:
+    """The dataset and splits written by the prepare stage."""
+    data = load_npz(PREPARED / "dataset.npz", ("x", "y", "n_classes", "name"))
+    splits = load_npz(PREPARED / "splits.npz", SPLIT_ROLES)
+    dataset = Dataset(x=data["x"], y=data["y"], n_classes=int(data["n_classes"]), name=str(data["name"]))
+    return dataset, Splits(**splits)
+
+
+def stage_params(params: Params, scopes: tuple[str, ...]) -> dict[str, object]:
+    """The flattened params under the given dotted prefixes (what a stage reads)."""
+    return {
+        key: value
+        for key, value in flatten(params).items()
+        if any(key == scope or key.startswith(scope + ".") for scope in scopes)
+    }
+
+
+@contextlib.contextmanager
+def tracked(
+    stage: str,
+    params: Params,
+    scopes: tuple[str, ...],
+    run_file: Path | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator:
+    """The stage's MLflow run; on success its id goes to `run_file` (data/runs/<stage>.json)."""
+    from pipeline.tracking import stage_run
+
+    logged = stage_params(params, scopes)
+    with stage_run(stage, params.mlflow.experiment, ROOT.resolve(), logged, run_name=run_name, tags=tags) as run:
+        yield run
+        write_json(run_file or RUNS / f"{stage}.json", {"stage": stage, "run_id": run.run_id})
+
+
+def history_rows(history: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """Per-epoch learning curves of one model as rows for a DVC plot."""
+    epochs = len(next(iter(history.values())))
+    return [{"epoch": e + 1, **{k: float(v[e]) for k, v in history.items()}} for e in range(epochs)]
+
+
+def main(stage: Callable[[Params], None]) -> None:
+    """Run a stage body; a user error prints one line and exits with status 1."""
+    try:
+        stage(load_params(ROOT / "params.yaml"))
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+SHADOW_KEYS = ("logits", "keep", "labels", "index", "candidate_logits")
+
+
+def save_shadows(folder: Path, signals: Signals, candidate_logits: np.ndarray) -> None:
+    """Shadow signals on the pool plus their logits on the candidates."""
+    arrays = {field: getattr(signals, field) for field in ("logits", "keep", "labels", "index")}
+    write_npz(folder / "signals.npz", candidate_logits=candidate_logits, **arrays)
+
+
+def load_shadows(folder: Path) -> tuple[Signals, np.ndarray]:
+    """Inverse of `save_shadows`."""
+    arrays = load_npz(folder / "signals.npz", SHADOW_KEYS)
+    candidate_logits = arrays.pop("candidate_logits")
+    return Signals(**arrays), candidate_logits
+
+
+def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:
+    """Write the model, utility metrics and learning curves of a (defended) target, and log them."""
+    with atomic_path(folder / "model.keras") as tmp:
+        target.model.save(tmp)
+    write_json(metrics_file, target.utility)
+    write_json(curves_file, history_rows(target.history))
+    run_log.log_metrics(target.utility)
+    run_log.log_history(target.history)
+
+
+def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: Splits) -> None:
+    """Log the deployed Keras model with a signature and the members it was trained on."""
+    run_log.log_keras_model(target.model, dataset.x[splits.members[:5]])
+    run_log.log_dataset(dataset.x[splits.members], dataset.y[splits.members], f"{dataset.name}-members", "data/prepared", "training")
+
+
+def record_audit(target_name: str, audit: Audit, data: AttackInput, run_log: object, metrics_file: Path, scores_file: Path) -> dict:
+    """Write and log one target's attack metrics, ROC curves and per-point scores."""
+    from pipeline.report import roc_figure
+
+    metrics = audit.metrics_dict()
+    write_json(metrics_file, metrics)
+    table = roc_on_grid(audit, fpr_grid(int((~data.target.keep[0]).sum())))
+    write_roc_csv(PLOTS / "roc" / f"{target_name}.csv", table)
+    write_npz(
+        scores_file,
+        index=data.target.index,
+        is_member=data.target.keep[0],
+        **{name: result.target.scores for name, result in audit.results.items()},
+    )
+    for name, values in metrics.items():
+        run_log.log_metrics({f"{name}.{key}": value for key, value in values.items()})
+    run_log.log_figure(roc_figure({target_name: table}), "roc.png")
+    for name, values in metrics.items():
+        print(f"  {target_name} / {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items() if not isinstance(v, dict)))
+    return metrics
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "not measurable"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def write_roc_csv(path: Path, table: dict[str, np.ndarray]) -> None:
+    """ROC points in long form (attack, fpr, tpr), the shape DVC's plot templates group by."""
+    lines = ["attack,fpr,tpr"]
+    for attack, tpr in table.items():
+        if attack != "fpr":
+            lines += [f"{attack},{f:.6g},{t:.6g}" for f, t in zip(table["fpr"], tpr)]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def read_roc_csv(path: Path) -> dict[str, np.ndarray]:
+    """Inverse of `write_roc_csv`: the wide table {"fpr": grid, attack: tpr, ...}."""
+    rows = [line.split(",") for line in read_text(path).splitlines()[1:] if line]
+    attacks = list(dict.fromkeys(row[0] for row in rows))
+    table = {"fpr": np.array([float(r[1]) for r in rows if r[0] == attacks[0]])}
+    for attack in attacks:
+        table[attack] = np.array([float(r[2]) for r in rows if r[0] == attack])
+    return table

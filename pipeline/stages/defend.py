@@ -1,0 +1,55 @@
+"""Stage `defend@<name>`: train a defended target and attack it the same way.
+
+With `defense.adaptive: true` (the default) the attacker knows the defense
+and trains its shadows with it too; otherwise the undefended shadows are
+reused.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.audit import run_attacks
+from pipeline.config import Params
+from pipeline.errors import PipelineError
+from pipeline.ensemble import keras_logits
+from pipeline.io import write_json
+from pipeline.models import architecture_for, recipe_for, train_target
+from pipeline.seeding import derive_seed
+from pipeline.signals import target_signals, train_shadows
+from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, load_prepared, load_shadows, log_model, main, record_audit, save_target, tracked
+from pipeline.types import AttackInput
+
+
+def run(params: Params, name: str) -> None:
+    if name not in params.defenses:
+        known = ", ".join(params.defenses) or "none"
+        raise PipelineError(f"defenses.{name}: no such defense in params.yaml (defined: {known})")
+    defense = params.defenses[name]
+    scopes = ("seed", "target", "shadows", "attack", "defense", f"defenses.{name}")
+    with tracked(f"defend@{name}", params, scopes, run_file=RUNS / f"defend-{name}.json") as run_log:
+        dataset, splits = load_prepared()
+        architecture = architecture_for(dataset, params.target)
+        recipe = recipe_for(params.target, defense)
+        out = ROOT / "data" / "defenses" / name
+        target = train_target(dataset, splits, architecture, recipe, derive_seed(params.seed, "target"), label=f"{name} target")
+        save_target(out, target, run_log, METRICS / "defenses" / name / "utility.json", PLOTS / "training" / f"{name}.json")
+        log_model(run_log, target, dataset, splits)
+        if params.defense.adaptive:
+            shadow, shadow_on_candidates, _ = train_shadows(
+                dataset, splits, architecture, recipe, params.shadows.n_models, params.seed, tag=f"shadows-{name}"
+            )
+        else:
+            shadow, shadow_on_candidates = load_shadows(ROOT / "data" / "shadows")
+        candidates = target_signals(keras_logits(target.model, dataset.x[splits.candidates]), dataset, splits)
+        data = AttackInput(shadow=shadow, target=candidates, shadow_on_candidates=shadow_on_candidates)
+        u = target.utility
+        print(f"defense {name}: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}")
+        audit = run_attacks(data, params.attack, params.seed)
+        record_audit(name, audit, data, run_log, METRICS / "defenses" / name / "attacks.json", out / "attack_scores.npz")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m pipeline.stages.defend <defense name>")
+    main(lambda params: run(params, sys.argv[1]))

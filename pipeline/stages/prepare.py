@@ -1,0 +1,39 @@
+"""Stage `prepare`: load and check the dataset, write seeded disjoint splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config import Params
+from pipeline.data import load_dataset, make_splits
+from pipeline.io import atomic_path, write_json
+from pipeline.seeding import rng_for
+from pipeline.stages.common import METRICS, PREPARED, ROOT, SPLIT_ROLES, main, tracked
+
+
+def run(params: Params) -> None:
+    with tracked("prepare", params, ("seed", "data")) as run_log:
+        dataset = load_dataset(params.data, ROOT)
+        splits = make_splits(len(dataset.y), params.data, rng_for(params.seed, "splits"))
+        summary = {
+            "n_samples": int(len(dataset.y)),
+            "n_classes": dataset.n_classes,
+            "n_features": int(np.prod(dataset.x.shape[1:])),
+            **{f"n_{role}": int(len(getattr(splits, role))) for role in SPLIT_ROLES},
+        }
+        with atomic_path(PREPARED) as out:
+            out.mkdir()
+            np.savez(out / "dataset.npz", x=dataset.x, y=dataset.y, n_classes=dataset.n_classes, name=dataset.name)
+            np.savez(out / "splits.npz", **{role: getattr(splits, role) for role in SPLIT_ROLES})
+        write_json(METRICS / "prepare.json", summary)
+        run_log.log_metrics(summary)
+        run_log.log_dataset(dataset.x, dataset.y, dataset.name, params.data.path or params.data.dataset, "prepare")
+        print(
+            f"prepare: {dataset.name}, {summary['n_samples']} samples, {dataset.n_classes} classes -> "
+            f"{summary['n_members']} members, {summary['n_nonmembers']} non-members, "
+            f"{summary['n_test']} test, {summary['n_shadow_pool']} shadow pool"
+        )
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,83 @@
+"""Stage `report`: one table and figures for every target, and the MLflow summary run.
+
+The summary run carries every parameter and the headline metrics, and the
+stage runs of this `dvc repro` are nested under it; runs of stages DVC
+skipped are linked by tag (they made the cached outputs used here).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.config import Params, flatten
+from pipeline.io import atomic_path, read_json, write_json, write_text
+from pipeline.report import build_table, markdown, privacy_utility_figure, roc_figure
+from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, read_roc_csv, tracked
+
+REPORTS = ROOT / "reports"
+SUMMARY_RUN = ROOT / "data" / "summary_run.json"
+UPSTREAM = ("prepare", "train_target", "train_shadows", "build_attack_dataset", "train_attack")
+
+
+def _summary_name() -> str:
+    """"summary", or "summary <experiment>" under `dvc exp run`."""
+    return f"summary {os.environ.get('DVC_EXP_NAME', '')}".strip()
+
+
+def _save_figure(figure: object, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120)
+
+
+def run(params: Params) -> None:
+    from pipeline.tracking import nest_stage_runs
+
+    scopes = tuple(params.model_dump())
+    with tracked(
+        "report", params, scopes, run_file=SUMMARY_RUN, run_name=_summary_name(), tags={"summary": "true"}
+    ) as run_log:
+        targets = ["undefended", *params.defenses]
+        utility = {"undefended": read_json(METRICS / "target.json")}
+        attacks = {"undefended": read_json(METRICS / "attacks.json")}
+        for name in params.defenses:
+            utility[name] = read_json(METRICS / "defenses" / name / "utility.json")
+            attacks[name] = read_json(METRICS / "defenses" / name / "attacks.json")
+        table = build_table(utility, attacks)
+        sizes = read_json(METRICS / "prepare.json")
+        context = {
+            "dataset": params.data.dataset,
+            "n_members": sizes["n_members"],
+            "n_test": sizes["n_test"],
+            "n_shadow_pool": sizes["n_shadow_pool"],
+            "n_shadows": params.shadows.n_models,
+            "adaptive": params.defense.adaptive,
+        }
+        roc = roc_figure({name: read_roc_csv(PLOTS / "roc" / f"{name}.csv") for name in targets})
+        tradeoff = privacy_utility_figure(table)
+        write_json(METRICS / "report.json", table)
+        write_text(REPORTS / "report.md", markdown(table, context))
+        _save_figure(roc, REPORTS / "roc.png")
+        _save_figure(tradeoff, REPORTS / "privacy_utility.png")
+
+        run_log.log_metrics(
+            {f"{name}.{key}": row[key] for name, row in table.items() for key in ("test_accuracy", "generalization_gap")}
+            | {
+                f"{name}.{attack}.{key}": value
+                for name, row in table.items()
+                for attack, values in row["attacks"].items()
+                for key, value in values.items()
+                if not isinstance(value, dict)
+            }
+        )
+        for path in (REPORTS / "report.md", REPORTS / "roc.png", REPORTS / "privacy_utility.png", METRICS / "report.json"):
+            run_log.log_artifact(path)
+        stages = {stage: stage for stage in UPSTREAM} | {f"defend@{name}": f"defend-{name}" for name in params.defenses}
+        runs = {stage: read_json(RUNS / f"{file}.json")["run_id"] for stage, file in stages.items()}
+        status = nest_stage_runs(run_log.run_id, runs)
+        ran = [stage for stage, state in status.items() if state == "ran"]
+        print(f"report: reports/report.md; summary run {run_log.run_id} with {len(ran)} new stage run(s) nested")
+
+
+if __name__ == "__main__":
+    main(run)

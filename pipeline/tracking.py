@@ -1,0 +1,176 @@
+"""The only module that talks to MLflow.
+
+By default runs go to an embedded SQLite store, `mlflow.db` in the project
+root, with artifacts in `mlartifacts/`; `MLFLOW_TRACKING_URI` points them
+at a tracking server instead. Each stage logs one run; the report stage's
+run is the summary that the other stage runs are nested under.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri(root: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite file in the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _connect(experiment: str, root: Path) -> str:
+    """Point MLflow at the store and return the experiment's id, creating it once."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if tracking_uri(root).startswith("sqlite:"):
+        location = (root / "mlartifacts").resolve().as_uri()
+    return mlflow.create_experiment(experiment, artifact_location=location)
+
+
+class StageRun:
+    """Logging helpers bound to one active MLflow run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log the numeric entries; None ("not measurable") is left out, not logged as 0."""
+        import mlflow
+
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        if numeric:
+            mlflow.log_metrics(numeric, step=step)
+
+    def log_history(self, history: dict[str, np.ndarray]) -> None:
+        """Per-epoch curves: one metric per key, one step per epoch."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), stamp, step)
+            for key, values in history.items()
+            for step, value in enumerate(np.asarray(values).reshape(-1))
+        ]
+        mlflow.MlflowClient().log_batch(self.run_id, metrics=metrics)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_figure(figure, name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_dataset(self, x: np.ndarray, y: np.ndarray, name: str, source: str, context: str) -> None:
+        """Record a dataset this stage consumed, shown as the run's input."""
+        import mlflow
+        import mlflow.data
+
+        with warnings.catch_warnings():  # a local path matches two equivalent source types
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=name)
+        mlflow.log_input(dataset, context=context)
+
+    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> None:
+        """Log a Keras model with its signature and explicit requirements.
+
+        Giving the requirements skips MLflow's inference of them, which
+        costs seconds per call.
+        """
+        from pipeline.tf_runtime import keras, tf
+        import mlflow
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        mlflow.keras.log_model(
+            model,
+            name=name,
+            signature=signature,
+            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        )
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    experiment: str,
+    root: Path,
+    params: dict[str, Any],
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[StageRun]:
+    """Open the run for one stage; it ends FAILED if the body raises."""
+    import mlflow
+
+    experiment_id = _connect(experiment, root)
+    all_tags = {"stage": stage, "git_commit": _git_commit(root), **(tags or {})}
+    if os.environ.get("DVC_EXP_NAME"):
+        all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=all_tags)
+    try:
+        handle = StageRun(run.info.run_id)
+        handle.log_params(params)
+        yield handle
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def nest_stage_runs(summary_run_id: str, stage_runs: dict[str, str]) -> dict[str, str]:
+    """Hang each stage run that has no parent yet under the summary run.
+
+    Runs of stages DVC skipped already belong to an earlier summary; they
+    are linked by tag only. Returns stage -> "ran" or "cached".
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    status = {}
+    for stage, run_id in stage_runs.items():
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            status[stage] = "missing"
+            continue
+        if PARENT_TAG in run.data.tags:
+            status[stage] = "cached"
+        else:
+            client.set_tag(run_id, PARENT_TAG, summary_run_id)
+            status[stage] = "ran"
+        key = stage.replace("@", ":")  # MLflow tag names may not contain '@'
+        client.set_tag(summary_run_id, f"stage_run.{key}", run_id)
+        client.set_tag(summary_run_id, f"stage_status.{key}", status[stage])
+    return status

@@ -1,0 +1,82 @@
+"""Params validation: each bad key or value gives one error that names it."""
+
+import copy
+
+import pytest
+import yaml
+
+from pipeline.config import flatten, load_params, parse_params
+from pipeline.errors import PipelineError
+
+DEFAULT = yaml.safe_load(open("params.yaml"))
+
+
+def bad(mutate) -> str:
+    raw = copy.deepcopy(DEFAULT)
+    mutate(raw)
+    with pytest.raises(PipelineError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_default_params_are_valid() -> None:
+    params = load_params("params.yaml")
+    assert params.data.dataset == "digits"
+    assert set(params.defenses) >= {"dropout", "l2"}
+
+
+def test_unknown_top_level_key() -> None:
+    assert "params.yaml: epochs: unknown key" in bad(lambda r: r.update(epochs=3))
+
+
+def test_unknown_nested_key() -> None:
+    assert "target.epoch: unknown key" in bad(lambda r: r["target"].update(epoch=3))
+
+
+def test_negative_size_names_key_and_value() -> None:
+    message = bad(lambda r: r["data"].update(n_members=-5))
+    assert "data.n_members" in message and "-5" in message
+
+
+def test_odd_shadow_count() -> None:
+    assert "shadows.n_models" in bad(lambda r: r["shadows"].update(n_models=3))
+
+
+def test_unknown_attack_lists_known_ones() -> None:
+    message = bad(lambda r: r["attack"].update(enabled=["shadow_classifier", "psychic"]))
+    assert "attack.enabled" in message and "'psychic'" in message and "loss_threshold" in message
+
+
+def test_unknown_defense_type() -> None:
+    message = bad(lambda r: r["defenses"].update(magic={"type": "magic"}))
+    assert "defenses.magic" in message and "dropout" in message
+
+
+def test_defense_value_out_of_range() -> None:
+    message = bad(lambda r: r["defenses"]["dropout"].update(rate=1.5))
+    assert "defenses.dropout.dropout.rate" in message or "defenses.dropout.rate" in message
+    assert "1.5" in message
+
+
+def test_wrong_type() -> None:
+    assert "target.epochs" in bad(lambda r: r["target"].update(epochs="many"))
+
+
+def test_missing_params_file(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_malformed_yaml(tmp_path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_flatten_gives_dotted_keys() -> None:
+    flat = flatten(parse_params(DEFAULT))
+    assert flat["target.epochs"] == DEFAULT["target"]["epochs"]
+    assert flat["defenses.dropout.rate"] == 0.5
