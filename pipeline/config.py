@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PipelineError
 
-DATASETS = ("digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10")
+FOUR_SHADOW_ATTACKS = ("lira_offline", "rmia_offline")  # leave-one-out calibration over shadows
 
 
 class _Strict(BaseModel):
@@ -156,6 +156,16 @@ class Params(_Strict):
     defense: DefenseSettings = DefenseSettings()
     defenses: dict[str, Defense] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _enough_shadows(self) -> "Params":
+        needs_four = [a for a in self.attack.enabled if a in FOUR_SHADOW_ATTACKS]
+        if needs_four and self.shadows.n_models < 4:
+            raise ValueError(
+                f"shadows.n_models: {needs_four[0]} needs at least 4 shadow models "
+                f"(got {self.shadows.n_models})"
+            )
+        return self
+
     @field_validator("defenses")
     @classmethod
     def _stage_names(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +188,9 @@ def _format(error: ValidationError, source: str) -> str:
             message = "unknown key"
         got = item.get("input")
         suffix = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
-        lines.append(f"{source}: {loc}: {message}{suffix}")
+        where = f"{loc}: " if loc else ""  # whole-file checks name their keys themselves
+        suffix = "" if not loc else suffix
+        lines.append(f"{source}: {where}{message}{suffix}")
     return "; ".join(lines)
 
 

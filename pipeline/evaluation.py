@@ -70,7 +70,9 @@ def _checked(scores: np.ndarray, is_member: np.ndarray, what: str) -> tuple[np.n
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{what}: scores must be finite ({int(np.sum(~np.isfinite(s)))} are not)")
     if y.all() or not y.any():
-        raise ValueError(f"{what}: needs both members and non-members (got {int(y.sum())} of {y.size})")
+        raise ValueError(
+            f"{what}: needs both members and non-members (got {int(y.sum())} of {y.size})"
+        )
     return s, y
 
 
@@ -92,9 +94,9 @@ def roc(scores: np.ndarray, is_member: np.ndarray, what: str = "scores") -> Roc:
     )
 
 
-def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> float:
+def best_threshold(scores: np.ndarray, is_member: np.ndarray, what: str = "calibration") -> float:
     """The threshold maximising balanced accuracy, halfway to the next lower score."""
-    curve = roc(scores, is_member, "calibration")
+    curve = roc(scores, is_member, what)
     balanced = (curve.tpr + 1.0 - curve.fpr) / 2.0
     i = int(np.argmax(balanced))
     upper = float(curve.thresholds[i])
@@ -112,7 +114,9 @@ def tpr_at_fpr(curve: Roc, level: float) -> float | None:
     return float(np.max(curve.tpr[curve.fp <= level * curve.n_nonmembers + 1e-9]))
 
 
-def clopper_pearson(k: np.ndarray, n: int, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+def clopper_pearson(
+    k: np.ndarray, n: int, confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided Clopper-Pearson interval for k successes out of n."""
     k = np.asarray(k, dtype=np.float64)
     alpha = 1.0 - confidence
@@ -149,7 +153,8 @@ def evaluate(result: AttackResult) -> AttackMetrics:
     what = f"attack {result.name!r}"
     s, y = _checked(result.target.scores, result.target.is_member, f"{what} target")
     curve = roc(s, y, f"{what} target")
-    threshold = best_threshold(result.calibration.scores, result.calibration.is_member)
+    calibration = result.calibration
+    threshold = best_threshold(calibration.scores, calibration.is_member, f"{what} calibration")
     predicted = s >= threshold
     tp, fp = int(np.sum(predicted & y)), int(np.sum(predicted & ~y))
     tpr, fpr = tp / curve.n_members, fp / curve.n_nonmembers
@@ -198,7 +203,9 @@ def most_exposed(scores: AttackScores, index: np.ndarray, top: int = 10) -> list
                 "index": int(index[j]),
                 "label": int(scores.labels[j]),
                 "score": float(s[j]),
-                "fpr_at_score": float(at_least / nonmember_sorted.size) if nonmember_sorted.size else None,
+                "fpr_at_score": float(at_least / nonmember_sorted.size)
+                if nonmember_sorted.size
+                else None,
             }
         )
     return rows
@@ -212,7 +219,11 @@ def metrics_to_dict(metrics: AttackMetrics) -> dict[str, float | int | None]:
     """Flat JSON-able view; "not measurable" stays None."""
 
     def num(value: float | None) -> float | None:
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        return (
+            None
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else float(value)
+        )
 
     out: dict[str, float | int | None] = {
         "auc": num(metrics.auc),

@@ -19,10 +19,10 @@ from pipeline.attacks.rmia import A_GRID, log_likelihood_ratio, rmia_scores, tun
 from pipeline.attacks.shadow_classifier import AttackModel
 from pipeline.config import AttackParams, ShadowClassifierParams
 from pipeline.errors import PipelineError
-from pipeline.evaluation import evaluate, roc, tpr_at_fpr
+from pipeline.evaluation import best_threshold, evaluate, roc, tpr_at_fpr
 from pipeline.types import AttackInput, Signals
 
-FAST_MLP = {"classifier": "mlp", "hidden_units": 16, "epochs": 5, "batch_size": 64}
+FAST_MLP = {"classifier": "mlp", "hidden_units": 16, "epochs": 30, "batch_size": 64}
 
 
 def params(**attack) -> AttackParams:
@@ -108,7 +108,9 @@ def test_loss_threshold_known_answer():
     data = make_input()
     result = get_attack("loss_threshold")(data, params(), 0)
     expected = np.take_along_axis(
-        scipy_log_softmax(data.target.logits[0].astype(float), axis=-1), data.target.labels[:, None], -1
+        scipy_log_softmax(data.target.logits[0].astype(float), axis=-1),
+        data.target.labels[:, None],
+        -1,
     )[:, 0]
     np.testing.assert_allclose(result.target.scores, expected, atol=1e-9)
     assert result.name == "loss_threshold"
@@ -133,7 +135,9 @@ def test_metric_statistics_hand_computed():
 def _confidence_logits(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Two-class logits with probability p on the true class."""
     z = np.zeros(p.shape + (2,))
-    np.put_along_axis(z, np.broadcast_to(labels[..., None], p.shape + (1,)), np.log(p / (1 - p))[..., None], -1)
+    np.put_along_axis(
+        z, np.broadcast_to(labels[..., None], p.shape + (1,)), np.log(p / (1 - p))[..., None], -1
+    )
     return z
 
 
@@ -148,15 +152,25 @@ def _class_shift_input() -> AttackInput:
     target_keep = np.array([[1, 1, 0, 0]], bool)
     cand_out = np.zeros((2, 4), bool)
     return AttackInput(
-        shadow=signals(_confidence_logits(conf(pool_keep, pool_labels), pool_labels), pool_keep, pool_labels),
-        target=signals(_confidence_logits(conf(target_keep, cand_labels), cand_labels), target_keep, cand_labels),
-        shadow_on_candidates=_confidence_logits(conf(cand_out, cand_labels), cand_labels).astype(np.float32),
+        shadow=signals(
+            _confidence_logits(conf(pool_keep, pool_labels), pool_labels), pool_keep, pool_labels
+        ),
+        target=signals(
+            _confidence_logits(conf(target_keep, cand_labels), cand_labels),
+            target_keep,
+            cand_labels,
+        ),
+        shadow_on_candidates=_confidence_logits(conf(cand_out, cand_labels), cand_labels).astype(
+            np.float32
+        ),
     )
 
 
 def test_class_dependent_thresholds_fix_class_shift():
     data = _class_shift_input()
-    glob = evaluate(get_attack("metric_confidence")(data, params(metric={"class_dependent": False}), 0))
+    glob = evaluate(
+        get_attack("metric_confidence")(data, params(metric={"class_dependent": False}), 0)
+    )
     assert glob.auc == pytest.approx(0.75)
     result = get_attack("metric_confidence")(data, params(metric={"class_dependent": True}), 0)
     # thresholds 0.85 (class 0) and 0.55 (class 1): score = confidence - threshold
@@ -173,16 +187,12 @@ def test_class_thresholds_fall_back_to_global():
     per_class, fallback = class_thresholds(values, member, labels)
     assert per_class == pytest.approx({0: 0.85, 1: 0.55})
     assert 2 not in per_class
-    assert fallback == best_global(values, member)
+    assert fallback == best_threshold(values, member)
 
 
-def best_global(values, member):
-    from pipeline.evaluation import best_threshold
-
-    return best_threshold(values, member)
-
-
-@pytest.mark.parametrize("name", ["metric_entropy", "metric_modified_entropy", "metric_loss", "metric_confidence"])
+@pytest.mark.parametrize(
+    "name", ["metric_entropy", "metric_modified_entropy", "metric_loss", "metric_confidence"]
+)
 @pytest.mark.parametrize("class_dependent", [True, False])
 def test_metric_attacks_beat_chance(name, class_dependent):
     result = get_attack(name)(make_input(), params(metric={"class_dependent": class_dependent}), 0)
@@ -195,7 +205,9 @@ def test_label_only_gap_hand_computed():
     result = get_attack("label_only_gap")(data, params(), 0)
     expected = (np.argmax(data.target.logits[0], -1) == data.target.labels).astype(float)
     np.testing.assert_array_equal(result.target.scores, expected)
-    np.testing.assert_array_equal(correct(np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([0, 0])), [1.0, 0.0])
+    np.testing.assert_array_equal(
+        correct(np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([0, 0])), [1.0, 0.0]
+    )
     assert evaluate(result).threshold == 0.5
 
 
@@ -243,7 +255,9 @@ def test_lira_offline_matches_neyman_pearson_tpr():
 def _online_refs(mu_in, mu_out, sd_in, sd_out):
     """Two IN and two OUT references per point with exact means and unbiased variances."""
     s = 1 / np.sqrt(2)
-    refs = np.stack([mu_in - sd_in * s, mu_in + sd_in * s, mu_out - sd_out * s, mu_out + sd_out * s])
+    refs = np.stack(
+        [mu_in - sd_in * s, mu_in + sd_in * s, mu_out - sd_out * s, mu_out + sd_out * s]
+    )
     keep = np.zeros(refs.shape, bool)
     keep[:2] = True
     return refs, keep
@@ -256,7 +270,9 @@ def test_lira_online_matches_neyman_pearson_tpr(sd_in):
     mu_out = rng.normal(0.0, 3.0, 2 * n)
     mu_in = mu_out + delta
     member = np.arange(2 * n) < n
-    phi_target = np.where(member, mu_in + sd_in * rng.normal(size=2 * n), mu_out + sd_out * rng.normal(size=2 * n))
+    phi_target = np.where(
+        member, mu_in + sd_in * rng.normal(size=2 * n), mu_out + sd_out * rng.normal(size=2 * n)
+    )
     refs, keep = _online_refs(mu_in, mu_out, sd_in, sd_out)
     scores = lira_online_scores(phi_target, refs, keep, fixed_variance=sd_in == sd_out)
     measured = tpr_at_fpr(roc(scores, member), 0.01)
@@ -267,6 +283,7 @@ def _np_tpr(delta: float, sd_in: float, sd_out: float, fpr: float) -> float:
     """TPR of the likelihood-ratio test N(delta, sd_in^2) vs N(0, sd_out^2) at a given FPR."""
     if sd_in == sd_out:
         return float(norm.sf(norm.isf(fpr) - delta / sd_out))
+
     # sd_in > sd_out: the test calls "member" outside an interval [lo, hi] of phi.
     def interval(c):
         a = 0.5 * (1 / sd_out**2 - 1 / sd_in**2)
@@ -289,7 +306,9 @@ def test_gaussian_fit_pools_where_too_few_references():
     mask = np.array([[True, True], [True, False]])
     mean, std = gaussian_fit(values, mask, fixed_variance=False)
     np.testing.assert_allclose(mean, [2.0, 5.0])
-    np.testing.assert_allclose(std, [np.sqrt(2.0), np.sqrt(2.0)])  # point 1 borrows the pooled variance
+    np.testing.assert_allclose(
+        std, [np.sqrt(2.0), np.sqrt(2.0)]
+    )  # point 1 borrows the pooled variance
 
 
 def test_lira_online_rejects_points_without_in_or_out_references():
@@ -302,7 +321,9 @@ def test_lira_offline_beats_chance_with_leave_one_out_calibration(fixed_variance
     data = make_input(n_shadows=6)
     result = get_attack("lira_offline")(data, params(lira={"fixed_variance": fixed_variance}), 0)
     cal = result.calibration
-    assert cal.scores.size == data.shadow.keep.size  # every pool point scored for every pseudo-target
+    assert (
+        cal.scores.size == data.shadow.keep.size
+    )  # every pool point scored for every pseudo-target
     assert roc_auc_score(cal.is_member, cal.scores) > 0.7
     assert evaluate(result).auc > 0.7
 
@@ -317,7 +338,9 @@ def test_offline_calibration_needs_four_shadows():
 
 def test_rmia_scores_hand_computed():
     lr_z = np.log([1.0, 2.0, 4.0])
-    np.testing.assert_allclose(rmia_scores(np.log([3.0, 0.5, 5.0]), lr_z, gamma=1.0), [2 / 3, 0.0, 1.0])
+    np.testing.assert_allclose(
+        rmia_scores(np.log([3.0, 0.5, 5.0]), lr_z, gamma=1.0), [2 / 3, 0.0, 1.0]
+    )
     np.testing.assert_allclose(rmia_scores(np.log([3.0]), lr_z, gamma=2.0), [1 / 3])
 
 
@@ -326,8 +349,12 @@ def test_rmia_likelihood_ratio_hand_computed():
     out = np.array([[True, True], [True, False]])
     logp_target = np.log([0.6, 0.6])
     # a = 1: Pr(x) = mean of OUT p; a = 0: Pr(x) = (mean + 1) / 2
-    np.testing.assert_allclose(log_likelihood_ratio(logp_target, logp_refs, out, 1.0), np.log([0.6 / 0.3, 0.6 / 0.5]))
-    np.testing.assert_allclose(log_likelihood_ratio(logp_target, logp_refs, out, 0.0), np.log([0.6 / 0.65, 0.6 / 0.75]))
+    np.testing.assert_allclose(
+        log_likelihood_ratio(logp_target, logp_refs, out, 1.0), np.log([0.6 / 0.3, 0.6 / 0.5])
+    )
+    np.testing.assert_allclose(
+        log_likelihood_ratio(logp_target, logp_refs, out, 0.0), np.log([0.6 / 0.65, 0.6 / 0.75])
+    )
     assert np.isnan(log_likelihood_ratio(logp_target, logp_refs, np.zeros((2, 2), bool), 0.5)).all()
 
 
@@ -338,7 +365,10 @@ def test_rmia_offline_beats_chance_and_tunes_a_on_shadows():
     assert evaluate(result).auc > 0.7
     assert np.all((result.target.scores >= 0) & (result.target.scores <= 1))
     a, cal = tune_offline_a(
-        log_true_prob(data.shadow.logits, data.shadow.labels), data.shadow.keep, data.shadow.labels, 1.0
+        log_true_prob(data.shadow.logits, data.shadow.labels),
+        data.shadow.keep,
+        data.shadow.labels,
+        1.0,
     )
     assert a in A_GRID
     np.testing.assert_array_equal(cal.scores, result.calibration.scores)
@@ -353,7 +383,11 @@ def test_rmia_offline_beats_chance_and_tunes_a_on_shadows():
     "config",
     [
         {**FAST_MLP, "per_class": True},
-        {**FAST_MLP, "per_class": False, "epochs": 30},  # blind to the true class: needs to learn more
+        {
+            **FAST_MLP,
+            "per_class": False,
+            "epochs": 30,
+        },  # blind to the true class: needs to learn more
         {"classifier": "logistic_regression", "per_class": True},
         {"classifier": "random_forest", "per_class": False},
     ],
@@ -362,7 +396,9 @@ def test_shadow_classifier_beats_chance(config):
     data = make_input(n_shadows=4, gap=3.0)
     result = get_attack("shadow_classifier")(data, params(shadow_classifier=config), 0)
     assert result.name == "shadow_classifier"
-    assert result.calibration.scores.size == data.shadow.keep.size // 2  # the held-out half of the shadows
+    assert (
+        result.calibration.scores.size == data.shadow.keep.size // 2
+    )  # the held-out half of the shadows
     assert evaluate(result).auc > 0.6
 
 
@@ -378,7 +414,9 @@ def test_per_class_falls_back_to_global_for_one_label_classes():
     y = np.r_[np.ones(20), np.zeros(20), np.ones(20)].astype(bool)
     classes = np.repeat([0, 1, 2], 20)
     y[:10] = False  # class 0 has both labels; classes 1 and 2 have one each
-    model = AttackModel(x, y, classes, True, ShadowClassifierParams(classifier="logistic_regression"), 0)
+    model = AttackModel(
+        x, y, classes, True, ShadowClassifierParams(classifier="logistic_regression"), 0
+    )
     assert set(model.per_class) == {0}
     scores = model.predict(x, classes)  # classes 1 and 2 (and unseen 7) use the global model
     assert scores.shape == (60,) and np.all((scores >= 0) & (scores <= 1))
@@ -394,12 +432,18 @@ def test_attacks_never_read_target_membership(name):
     p = params(shadow_classifier=FAST_MLP)
     first = get_attack(name)(data, p, 7)
     shuffled_keep = np.random.default_rng(1).permutation(data.target.keep[0])[None]
-    shuffled = dataclasses.replace(data, target=dataclasses.replace(data.target, keep=shuffled_keep))
+    shuffled = dataclasses.replace(
+        data, target=dataclasses.replace(data.target, keep=shuffled_keep)
+    )
     second = get_attack(name)(shuffled, p, 7)
     assert first.name == second.name == name
     np.testing.assert_array_equal(first.target.scores, second.target.scores)
     np.testing.assert_array_equal(first.calibration.scores, second.calibration.scores)
-    np.testing.assert_array_equal(second.target.is_member, shuffled_keep[0])  # ground truth only attached
-    assert np.all(np.isfinite(first.target.scores)) and np.all(np.isfinite(first.calibration.scores))
+    np.testing.assert_array_equal(
+        second.target.is_member, shuffled_keep[0]
+    )  # ground truth only attached
+    assert np.all(np.isfinite(first.target.scores)) and np.all(
+        np.isfinite(first.calibration.scores)
+    )
     metrics = evaluate(first)
     assert 0.0 <= metrics.auc <= 1.0

@@ -80,3 +80,12 @@ def test_flatten_gives_dotted_keys() -> None:
     flat = flatten(parse_params(DEFAULT))
     assert flat["target.epochs"] == DEFAULT["target"]["epochs"]
     assert flat["defenses.dropout.rate"] == 0.5
+
+
+def test_lira_needs_four_shadows() -> None:
+    def change(raw):
+        raw["shadows"]["n_models"] = 2
+        raw["attack"]["enabled"] = ["lira_offline"]
+
+    message = bad(change)
+    assert "shadows.n_models" in message and "lira_offline" in message and "(got 2)" in message

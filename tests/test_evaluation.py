@@ -150,9 +150,22 @@ def test_auc_per_class_slices():
 def test_metrics_to_dict_is_flat_json_with_nones():
     m = evaluate(result(scores([3.0, 1.0, 5.0], [2.0, 0.0], labels=[0, 1, 2, 0, 1])))
     d = metrics_to_dict(m)
-    assert d["tpr_at_1pct_fpr"] is None and d["tpr_at_0.1pct_fpr"] is None and d["tpr_at_0.01pct_fpr"] is None
+    assert (
+        d["tpr_at_1pct_fpr"] is None
+        and d["tpr_at_0.1pct_fpr"] is None
+        and d["tpr_at_0.01pct_fpr"] is None
+    )
     assert d["auc_class_2"] is None and d["auc_class_0"] == 1.0
-    for key in ("auc", "advantage", "balanced_accuracy", "threshold", "ppv", "epsilon_lb", "n_members", "n_nonmembers"):
+    for key in (
+        "auc",
+        "advantage",
+        "balanced_accuracy",
+        "threshold",
+        "ppv",
+        "epsilon_lb",
+        "n_members",
+        "n_nonmembers",
+    ):
         assert key in d
     assert json.loads(json.dumps(d, allow_nan=False)) == d
 

@@ -113,7 +113,9 @@ def target_scores(values: np.ndarray, data: AttackInput) -> AttackScores:
 def make_result(
     name: str, data: AttackInput, target_values: np.ndarray, calibration: AttackScores
 ) -> AttackResult:
-    return AttackResult(name=name, target=target_scores(target_values, data), calibration=calibration)
+    return AttackResult(
+        name=name, target=target_scores(target_values, data), calibration=calibration
+    )
 
 
 def score_with(name: str, data: AttackInput, statistic: Statistic) -> AttackResult:
@@ -155,4 +157,6 @@ def pseudo_target_scores(
         scores.append(s[ok])
         members.append(keep[k][ok])
         point_labels.append(np.asarray(labels)[ok])
-    return AttackScores(np.concatenate(scores), np.concatenate(members), np.concatenate(point_labels))
+    return AttackScores(
+        np.concatenate(scores), np.concatenate(members), np.concatenate(point_labels)
+    )

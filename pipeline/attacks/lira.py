@@ -75,7 +75,9 @@ def lira_online_scores(
     """
     keep_refs = np.asarray(keep_refs, dtype=bool)
     if not (keep_refs.any(axis=0).all() and (~keep_refs).any(axis=0).all()):
-        raise ValueError("online LiRA needs at least one IN and one OUT reference model for every point")
+        raise ValueError(
+            "online LiRA needs at least one IN and one OUT reference model for every point"
+        )
     mean_in, std_in = gaussian_fit(phi_refs, keep_refs, fixed_variance)
     mean_out, std_out = gaussian_fit(phi_refs, ~keep_refs, fixed_variance)
     return norm.logpdf(phi_target, mean_in, std_in) - norm.logpdf(phi_target, mean_out, std_out)

@@ -46,7 +46,9 @@ def log_likelihood_ratio(
     """log LR(x) = log p(x | target) - log Pr(x), NaN where no reference is OUT."""
     out = np.asarray(out, dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_mean_out = logsumexp(np.where(out, logp_refs, -np.inf), axis=0) - np.log(out.sum(axis=0))
+        log_mean_out = logsumexp(np.where(out, logp_refs, -np.inf), axis=0) - np.log(
+            out.sum(axis=0)
+        )
         log_pr = np.logaddexp(np.log((1 + a) / 2) + log_mean_out, np.log((1 - a) / 2))
     return np.asarray(logp_target, dtype=np.float64) - log_pr
 
@@ -58,7 +60,9 @@ def rmia_scores(log_lr_x: np.ndarray, log_lr_z: np.ndarray, gamma: float) -> np.
     return np.where(np.isfinite(log_lr_x), count / z.size, np.nan)
 
 
-def _pseudo_targets(logp_pool: np.ndarray, keep: np.ndarray, labels: np.ndarray, a: float, gamma: float) -> AttackScores:
+def _pseudo_targets(
+    logp_pool: np.ndarray, keep: np.ndarray, labels: np.ndarray, a: float, gamma: float
+) -> AttackScores:
     def score(logp_k: np.ndarray, logp_refs: np.ndarray, out: np.ndarray) -> np.ndarray:
         lr = log_likelihood_ratio(logp_k, logp_refs, out, a)
         return rmia_scores(lr, lr, gamma)
@@ -67,7 +71,11 @@ def _pseudo_targets(logp_pool: np.ndarray, keep: np.ndarray, labels: np.ndarray,
 
 
 def tune_offline_a(
-    logp_pool: np.ndarray, keep: np.ndarray, labels: np.ndarray, gamma: float, grid: tuple[float, ...] = A_GRID
+    logp_pool: np.ndarray,
+    keep: np.ndarray,
+    labels: np.ndarray,
+    gamma: float,
+    grid: tuple[float, ...] = A_GRID,
 ) -> tuple[float, AttackScores]:
     """The grid value of `a` with the best leave-one-out AUC on the shadows, and those scores."""
     best: tuple[float, float, AttackScores] | None = None
@@ -91,6 +99,9 @@ def run(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
     labels = data.target.labels
     logp_refs = log_true_prob(data.shadow_on_candidates, labels)
     lr = log_likelihood_ratio(
-        log_true_prob(data.target.logits[0], labels), logp_refs, np.ones(logp_refs.shape, dtype=bool), a
+        log_true_prob(data.target.logits[0], labels),
+        logp_refs,
+        np.ones(logp_refs.shape, dtype=bool),
+        a,
     )
     return make_result("rmia_offline", data, rmia_scores(lr, lr, gamma), calibration)

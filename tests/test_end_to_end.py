@@ -1,0 +1,168 @@
+"""The real `dvc repro` on tiny params in a temporary git repository.
+
+Checks every stage's outputs, the MLflow summary run and its nested stage
+runs, that a second repro reruns nothing, that changing one defense reruns
+only that defense and the report, and that a failing stage leaves its run
+FAILED with a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+COPIED = ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/plots", "data/raw")
+
+TINY = {
+    "data": {"n_members": 60, "n_test": 60, "n_shadow_pool": 120},
+    "target": {"epochs": 20, "hidden_units": 32},
+    "shadows": {"n_models": 4},
+    "attack": {"shadow_classifier": {"epochs": 2}},
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _deep_update(base: dict, change: dict) -> dict:
+    for key, value in change.items():
+        if isinstance(value, dict):
+            _deep_update(base.setdefault(key, {}), value)
+        else:
+            base[key] = value
+    return base
+
+
+def _run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("project")
+    for name in COPIED:
+        source = PROJECT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    params = _deep_update(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    env.pop("DVC_EXP_NAME", None)
+    _run(["git", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "tiny"], root, env)
+    return root, env
+
+
+def _runs(root: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("membership-inference")
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def test_full_repro(project: tuple[Path, dict]) -> None:
+    root, env = project
+    result = _run(["dvc", "repro"], root, env)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    defenses = list(params["defenses"])
+    expected = {"prepare", "train_target", "train_shadows", "build_attack_dataset", "train_attack", "report"}
+    expected |= {f"defend@{name}" for name in defenses}
+    assert _ran_stages(result.stdout) == expected
+
+    prepared = json.loads((root / "metrics/prepare.json").read_text())
+    assert (prepared["n_members"], prepared["n_nonmembers"], prepared["n_test"], prepared["n_shadow_pool"]) == (60, 60, 60, 120)
+    target = json.loads((root / "metrics/target.json").read_text())
+    assert 0.3 < target["test_accuracy"] <= 1.0
+    assert (root / "data/target/model.keras").is_file()
+    attacks = json.loads((root / "metrics/attacks.json").read_text())
+    assert list(attacks) == params["attack"]["enabled"]
+    for metrics in attacks.values():
+        assert 0.0 <= metrics["auc"] <= 1.0
+        assert metrics["tpr_at_1pct_fpr"] is None  # 60 non-members cannot measure 1% FPR
+    report = json.loads((root / "metrics/report.json").read_text())
+    assert list(report) == ["undefended", *defenses]
+    for name in defenses:
+        assert (root / f"metrics/defenses/{name}/attacks.json").is_file()
+        assert (root / f"plots/roc/{name}.csv").read_text().startswith("attack,fpr,tpr")
+    for name in ("report.md", "roc.png", "privacy_utility.png"):
+        assert (root / "reports" / name).stat().st_size > 0
+    assert "| undefended |" in (root / "reports/report.md").read_text()
+
+    shown = _run(["dvc", "metrics", "show"], root, env).stdout
+    assert "test_accuracy" in shown and "auc" in shown
+
+    runs = _runs(root)
+    summaries = [r for r in runs if r.data.tags.get("summary") == "true"]
+    assert len(summaries) == 1
+    summary = summaries[0]
+    assert summary.info.status == "FINISHED"
+    assert summary.data.params["target.epochs"] == "20"
+    assert "undefended.test_accuracy" in summary.data.metrics
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary.info.run_id]
+    assert {r.data.tags["stage"] for r in children} == expected - {"report"}
+    assert all(r.info.status == "FINISHED" for r in children)
+    train_target = next(r for r in children if r.data.tags["stage"] == "train_target")
+    assert "val_accuracy" in train_target.data.metrics
+    assert train_target.data.tags["git_commit"] != "unknown"
+
+
+def test_second_repro_reruns_nothing(project: tuple[Path, dict]) -> None:
+    root, env = project
+    before = len(_runs(root))
+    result = _run(["dvc", "repro"], root, env)
+    assert _ran_stages(result.stdout) == set()
+    assert len(_runs(root)) == before
+
+
+def test_changing_one_defense_reruns_only_it_and_the_report(project: tuple[Path, dict]) -> None:
+    root, env = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["defenses"]["dropout"]["rate"] = 0.3
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = _run(["dvc", "repro"], root, env)
+    assert _ran_stages(result.stdout) == {"defend@dropout", "report"}
+    summary = max(
+        (r for r in _runs(root) if r.data.tags.get("summary") == "true"), key=lambda r: r.info.start_time
+    )
+    assert summary.data.tags["stage_status.defend:dropout"] == "ran"
+    assert summary.data.tags["stage_status.train_target"] == "cached"
+
+
+def test_failing_stage_leaves_run_failed_and_one_line_error(project: tuple[Path, dict]) -> None:
+    root, env = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["n_members"] = 5000
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = _run(["dvc", "repro"], root, env, check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "data.n_members" in errors[0] and "1797" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (root / "data/prepared").exists()
+    latest = max((r for r in _runs(root) if r.data.tags.get("stage") == "prepare"), key=lambda r: r.info.start_time)
+    assert latest.info.status == "FAILED"
