@@ -73,6 +73,19 @@ class ShadowParams(_Strict):
         return value
 
 
+class ReferenceParams(_Strict):
+    """Reference models of online attacks: trained on halves of candidates plus pool."""
+
+    n_models: int = Field(8, ge=4)
+
+    @field_validator("n_models")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even so each candidate is IN for exactly half (got {value})")
+        return value
+
+
 class ShadowClassifierParams(_Strict):
     per_class: bool = True
     classifier: Literal["mlp", "logistic_regression", "random_forest"] = "mlp"
@@ -152,6 +165,7 @@ class Params(_Strict):
     data: DataParams = DataParams()
     target: ModelParams = ModelParams()
     shadows: ShadowParams = ShadowParams()
+    reference: ReferenceParams = ReferenceParams()
     attack: AttackParams = AttackParams()
     defense: DefenseSettings = DefenseSettings()
     defenses: dict[str, Defense] = Field(default_factory=dict)

@@ -38,40 +38,70 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def markdown(table: dict[str, dict[str, Any]], context: dict[str, Any]) -> str:
-    """The report as Markdown: setup, threat model, the table, the figures."""
-    attacks = list(next(iter(table.values()))["attacks"])
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+DETAIL = ("auc", "advantage", "balanced_accuracy", "ppv", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "epsilon_lb")
+
+
+def markdown(table: dict[str, dict[str, Any]], context: dict[str, Any], exposed: list[dict]) -> str:
+    """The report as Markdown: setup, threat model, summary, every attack, exposed points, figures."""
     lines = [
         "# Membership-inference audit",
         "",
         f"Dataset `{context['dataset']}`: {context['n_members']} members train the target, "
         f"{context['n_members']} non-members are held out, {context['n_test']} test points measure utility, "
         f"and the attacker's {context['n_shadow_pool']}-point shadow pool is disjoint from all of them. "
-        f"{context['n_shadows']} shadow models, each trained on half of the pool with the target's recipe.",
+        f"{context['n_shadows']} shadow models train on halves of the pool with the target's recipe; "
+        f"{context['n_reference']} reference models (online attacks only) on halves of the candidates plus the pool.",
         "",
         "**Threat model.** The attacker can query the target and see its full output vector "
-        "(label-only attacks see the label only), knows the architecture and training recipe "
-        + ("and the defense (adaptive evaluation: shadows trained with it)" if context["adaptive"] else
+        "(label-only attacks: the label only), knows the architecture and training recipe "
+        + ("and the defense (adaptive evaluation: its shadows are trained with it)" if context["adaptive"] else
            "but not the defense (non-adaptive: undefended shadows)")
-        + ", and holds data from the same distribution that is disjoint from the target's. Every "
-        "threshold and attack model is fit on shadow data only; every number below is measured on "
-        "the target's own members and non-members.",
+        + ", and holds data from the same distribution, disjoint from the target's. Offline attacks "
+        "never see the candidate records during training; online LiRA assumes the attacker also holds "
+        "the candidate records (not their membership) and trains reference models on them. Every "
+        "threshold and attack model is fit on shadow or reference models only; every number below "
+        "is measured on the target's own members and non-members.",
         "",
-        "## Results",
+        "## Summary",
         "",
-        "n/m = not measurable: too few non-members to estimate that false-positive rate.",
+        "The strongest attack on each target, by AUC and by TPR at 1% FPR. "
+        "n/m = not measurable: too few non-members for that false-positive rate.",
         "",
     ]
-    header = ["target", "test acc", "gap"]
-    for attack in attacks:
-        header += [f"{attack} AUC", "adv", "TPR@1%", "TPR@0.1%"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
+    rows = []
     for name, row in table.items():
-        cells = [name, _cell(row["test_accuracy"]), _cell(row["generalization_gap"])]
-        for attack in attacks:
-            cells += [_cell(row["attacks"][attack].get(key)) for key in HEADLINE]
-        lines.append("| " + " | ".join(cells) + " |")
+        by_auc, auc = strongest(row, "auc")
+        by_tpr, tpr = strongest(row, "tpr_at_1pct_fpr")
+        rows.append([name, _cell(row["test_accuracy"]), _cell(row["generalization_gap"]),
+                     f"{_cell(auc)} ({by_auc})", f"{_cell(tpr)} ({by_tpr})"])
+    lines += _markdown_table(["target", "test acc", "gap", "max AUC", "max TPR@1%FPR"], rows)
+    lines += ["", "## Every attack on every target", ""]
+    rows = [
+        [name, attack] + [_cell(values.get(key)) for key in DETAIL]
+        for name, row in table.items()
+        for attack, values in row["attacks"].items()
+    ]
+    lines += _markdown_table(
+        ["target", "attack", "AUC", "advantage", "bal. acc", "PPV", "TPR@1%", "TPR@0.1%", "eps lower bd"], rows
+    )
+    if exposed:
+        lines += [
+            "",
+            f"## Most exposed training points (undefended target, {context['exposed_by']})",
+            "",
+            "Members the attack scores highest; `FPR at score` is the share of non-members scoring "
+            "at least as high, i.e. the false alarms an attacker pays to flag that point.",
+            "",
+        ]
+        lines += _markdown_table(
+            ["dataset index", "class", "score", "FPR at score"],
+            [[str(r["index"]), str(r["label"]), f"{r['score']:.3g}", _cell(r["fpr_at_score"])] for r in exposed],
+        )
     lines += [
         "",
         "## Figures",
@@ -105,20 +135,22 @@ def roc_figure(curves: dict[str, dict[str, np.ndarray]]) -> plt.Figure:
 
 
 def privacy_utility_figure(table: dict[str, dict[str, Any]]) -> plt.Figure:
-    """Test accuracy against each attack's AUC, one marker per target and attack."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.5))
-    attacks = list(next(iter(table.values()))["attacks"])
-    markers = "osD^v<>p*h"
-    for i, attack in enumerate(attacks):
-        xs = [row["attacks"][attack]["auc"] for row in table.values()]
-        ys = [row["test_accuracy"] for row in table.values()]
-        ax.scatter(xs, ys, marker=markers[i % len(markers)], label=attack)
-    for name, row in table.items():
-        _, auc = strongest(row, "auc")
-        ax.annotate(name, (auc, row["test_accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.axvline(0.5, color="k", linestyle="--", linewidth=0.8)
-    ax.set(xlabel="attack AUC (0.5 = no leakage)", ylabel="test accuracy", title="Privacy-utility trade-off")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    """Test accuracy against the strongest attack's AUC and TPR at 1% FPR, one point per target."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2), sharey=True)
+    for ax, key, label, chance in (
+        (axes[0], "auc", "strongest attack's AUC (0.5 = no leakage)", 0.5),
+        (axes[1], "tpr_at_1pct_fpr", "strongest attack's TPR at 1% FPR (0.01 = chance)", 0.01),
+    ):
+        for name, row in table.items():
+            _, value = strongest(row, key)
+            if value is None:
+                continue
+            ax.scatter([value], [row["test_accuracy"]], s=40)
+            ax.annotate(name, (value, row["test_accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.axvline(chance, color="k", linestyle="--", linewidth=0.8)
+        ax.set(xlabel=label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    fig.suptitle("Privacy-utility trade-off (up and left is better)")
     fig.tight_layout()
     return fig

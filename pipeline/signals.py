@@ -31,6 +31,23 @@ def target_signals(candidate_logits: np.ndarray, dataset: Dataset, splits: Split
     )
 
 
+def _train_on_halves(
+    dataset: Dataset, points: np.ndarray, architecture: Architecture, recipe: Recipe, n_models: int, seed: int, tag: str
+) -> tuple[np.ndarray, TrainedStack]:
+    """K models on complementary random halves of `points`; `tag` names the random streams."""
+    keep = complementary_keep(len(points), n_models, rng_for(seed, tag, "keep"))
+    stack = train_stack(
+        architecture,
+        recipe,
+        dataset.x[points],
+        dataset.y[points],
+        keep,
+        seed=derive_seed(seed, tag, "train"),
+        progress=f"{tag}: {n_models} models",
+    )
+    return keep, stack
+
+
 def train_shadows(
     dataset: Dataset,
     splits: Splits,
@@ -43,55 +60,66 @@ def train_shadows(
     """Train K shadow models on complementary halves of the attacker's pool.
 
     Returns their signals on the pool, their logits on the candidates (none
-    of which any shadow saw) and the trained stack. `tag` separates the
-    random streams of differently trained shadow sets.
+    of which any shadow saw) and the trained stack.
     """
     pool = splits.shadow_pool
-    keep = complementary_keep(len(pool), n_models, rng_for(seed, tag, "keep"))
-    stack = train_stack(
-        architecture,
-        recipe,
-        dataset.x[pool],
-        dataset.y[pool],
-        keep,
-        seed=derive_seed(seed, tag, "train"),
-        progress=f"{tag}: {n_models} models",
-    )
-    signals = Signals(
-        logits=stack_logits(stack, dataset.x[pool]),
-        keep=keep,
-        labels=dataset.y[pool],
-        index=pool,
-    )
+    keep, stack = _train_on_halves(dataset, pool, architecture, recipe, n_models, seed, tag)
+    signals = Signals(logits=stack_logits(stack, dataset.x[pool]), keep=keep, labels=dataset.y[pool], index=pool)
     return signals, stack_logits(stack, dataset.x[splits.candidates]), stack
+
+
+def train_reference(
+    dataset: Dataset,
+    splits: Splits,
+    architecture: Architecture,
+    recipe: Recipe,
+    n_models: int,
+    seed: int,
+    tag: str,
+) -> Signals:
+    """Reference models for online attacks, and their signals on the candidates.
+
+    They train on complementary halves of the candidates plus the pool, so
+    every candidate is IN for exactly half of them.
+    """
+    candidates = splits.candidates
+    points = np.concatenate([candidates, splits.shadow_pool])
+    keep, stack = _train_on_halves(dataset, points, architecture, recipe, n_models, seed, tag)
+    return Signals(
+        logits=stack_logits(stack, dataset.x[candidates]),
+        keep=keep[:, : len(candidates)],
+        labels=dataset.y[candidates],
+        index=candidates,
+    )
+
+
+SIGNAL_FIELDS = ("logits", "keep", "labels", "index")
+ROLES = ("shadow", "target", "reference")
+ATTACK_INPUT_KEYS = ("shadow_on_candidates",) + tuple(f"{role}_{field}" for role in ROLES for field in SIGNAL_FIELDS)
 
 
 def attack_input_to_arrays(data: AttackInput) -> dict[str, np.ndarray]:
     """Flat arrays for an .npz file (no pickles)."""
+    if data.reference is None:
+        raise ValueError("the saved attack dataset always holds reference signals")
     arrays = {"shadow_on_candidates": data.shadow_on_candidates}
-    for role in ("shadow", "target"):
-        signals = getattr(data, role)
-        for field in ("logits", "keep", "labels", "index"):
-            arrays[f"{role}_{field}"] = getattr(signals, field)
+    for role in ROLES:
+        for field in SIGNAL_FIELDS:
+            arrays[f"{role}_{field}"] = getattr(getattr(data, role), field)
     return arrays
-
-
-ATTACK_INPUT_KEYS = tuple(
-    ["shadow_on_candidates"]
-    + [f"{role}_{field}" for role in ("shadow", "target") for field in ("logits", "keep", "labels", "index")]
-)
 
 
 def attack_input_from_arrays(arrays: dict[str, np.ndarray]) -> AttackInput:
     """Inverse of `attack_input_to_arrays`."""
 
     def signals(role: str) -> Signals:
-        return Signals(**{field: arrays[f"{role}_{field}"] for field in ("logits", "keep", "labels", "index")})
+        return Signals(**{field: arrays[f"{role}_{field}"] for field in SIGNAL_FIELDS})
 
     return AttackInput(
         shadow=signals("shadow"),
         target=signals("target"),
         shadow_on_candidates=arrays["shadow_on_candidates"],
+        reference=signals("reference"),
     )
 
 

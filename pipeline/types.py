@@ -114,9 +114,13 @@ class AttackInput:
     the candidates, its `keep` row being the ground-truth membership that
     only the evaluator looks at; `shadow_on_candidates` holds the shadow
     models' logits on the same candidates, none of which they trained on
-    (the OUT models of offline LiRA and RMIA).
+    (the OUT models of offline LiRA and RMIA). `reference`, when present,
+    holds reference models trained on random halves of the candidates plus
+    the pool, each candidate IN for exactly half of them (online LiRA's
+    stronger attacker, who holds the candidate records).
     """
 
     shadow: Signals
     target: Signals
     shadow_on_candidates: np.ndarray  # (K, n_candidates, C) float32
+    reference: Signals | None = None

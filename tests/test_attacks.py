@@ -70,10 +70,12 @@ def make_input(
     cand_difficulty = rng.normal(1.0, 1.5, 2 * n_members)
     target_keep = (np.arange(2 * n_members) < n_members)[None]
     out = np.zeros((n_shadows, 2 * n_members), bool)
+    ref_keep = balanced_keep(rng, n_shadows, 2 * n_members)
     return AttackInput(
         shadow=signals(logits(pool_labels, pool_keep, pool_difficulty), pool_keep, pool_labels),
         target=signals(logits(cand_labels, target_keep, cand_difficulty), target_keep, cand_labels),
         shadow_on_candidates=logits(cand_labels, out, cand_difficulty).astype(np.float32),
+        reference=signals(logits(cand_labels, ref_keep, cand_difficulty), ref_keep, cand_labels),
     )
 
 
@@ -447,3 +449,19 @@ def test_attacks_never_read_target_membership(name):
     )
     metrics = evaluate(first)
     assert 0.0 <= metrics.auc <= 1.0
+
+
+def test_online_lira_beats_offline_and_loss_on_per_point_difficulty():
+    """Reference models that saw the candidates remove each point's difficulty."""
+    data = make_input(n_shadows=8, gap=2.0)
+    p = params()
+    online = evaluate(get_attack("lira_online")(data, p, 0))
+    loss = evaluate(get_attack("loss_threshold")(data, p, 0))
+    assert online.auc > loss.auc + 0.05
+    assert online.tpr_at_fpr[0.01] is None or online.tpr_at_fpr[0.01] >= 0.0
+
+
+def test_online_lira_without_reference_models_is_a_clear_error():
+    data = dataclasses.replace(make_input(), reference=None)
+    with pytest.raises(PipelineError, match="lira_online needs reference models"):
+        get_attack("lira_online")(data, params(), 0)

@@ -25,6 +25,7 @@ TINY = {
     "data": {"n_members": 60, "n_test": 60, "n_shadow_pool": 120},
     "target": {"epochs": 20, "hidden_units": 32},
     "shadows": {"n_models": 4},
+    "reference": {"n_models": 4},
     "attack": {"shadow_classifier": {"epochs": 2}},
 }
 
@@ -90,7 +91,7 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
     result = _run(["dvc", "repro"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
     defenses = list(params["defenses"])
-    expected = {"prepare", "train_target", "train_shadows", "build_attack_dataset", "train_attack", "report"}
+    expected = {"prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack", "report"}
     expected |= {f"defend@{name}" for name in defenses}
     assert _ran_stages(result.stdout) == expected
 

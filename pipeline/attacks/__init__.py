@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "metric_modified_entropy": "pipeline.attacks.metric:run_modified_entropy",
     "metric_loss": "pipeline.attacks.metric:run_loss",
     "lira_offline": "pipeline.attacks.lira:run",
+    "lira_online": "pipeline.attacks.lira:run_online",
     "rmia_offline": "pipeline.attacks.rmia:run",
     "label_only_gap": "pipeline.attacks.label_only:run_gap",
 }

@@ -132,15 +132,16 @@ def pseudo_target_scores(
     values: np.ndarray,
     keep: np.ndarray,
     labels: np.ndarray,
-    score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
 ) -> AttackScores:
     """Leave-one-out calibration: each shadow model in turn plays the target.
 
     `values` is a per-point statistic of the K shadows on the pool (K, P).
-    For pseudo-target k, `score(values[k], values, out)` sees the other
-    shadows' statistics with `out` marking where they are OUT (row k is
-    all False); it returns one score per pool point, NaN where it cannot
-    score (no reference left). Rows are labelled by `keep[k]`.
+    For pseudo-target k, `score(values[k], values, out, inside)` sees the
+    other shadows' statistics with `out` / `inside` marking where they are
+    OUT / IN (row k is all False in both); it returns one score per pool
+    point, NaN where it cannot score (no reference left). Rows are
+    labelled by `keep[k]`.
     """
     keep = np.asarray(keep, dtype=bool)
     n_models = keep.shape[0]
@@ -150,9 +151,9 @@ def pseudo_target_scores(
         )
     scores, members, point_labels = [], [], []
     for k in range(n_models):
-        out = ~keep
-        out[k] = False
-        s = np.asarray(score(values[k], values, out), dtype=np.float64)
+        out, inside = ~keep, keep.copy()
+        out[k] = inside[k] = False
+        s = np.asarray(score(values[k], values, out, inside), dtype=np.float64)
         ok = np.isfinite(s)
         scores.append(s[ok])
         members.append(keep[k][ok])

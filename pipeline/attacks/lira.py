@@ -15,9 +15,14 @@ turn is the pseudo-target and the other shadows that are OUT on a pool
 point give that point's OUT Gaussian (K/2 - 1 or K/2 of them); needs
 K >= 4.
 
-Online: `lira_online_scores` compares an IN and an OUT Gaussian (two-sided
-likelihood ratio) from reference models that include the candidates; the
-reference-model stage that would feed it is not part of the pipeline yet.
+Online (``lira_online``): `lira_online_scores` compares an IN and an OUT
+Gaussian (two-sided likelihood ratio) fit on reference models trained on
+random halves of the candidates plus the shadow pool, each candidate IN
+for exactly half of them (`AttackInput.reference`). This assumes a
+stronger attacker, one who holds the candidate records themselves.
+Calibration: leave-one-out among the reference models on the candidates
+(each reference in turn plays the target, the others give the IN and OUT
+Gaussians), so no target membership is ever used.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from scipy.stats import norm
 
 from pipeline.attacks._signals import make_result, phi, pseudo_target_scores
 from pipeline.config import AttackParams
+from pipeline.errors import PipelineError
 from pipeline.types import AttackInput, AttackResult
 
 _MIN_VARIANCE = 1e-12
@@ -78,8 +84,15 @@ def lira_online_scores(
         raise ValueError(
             "online LiRA needs at least one IN and one OUT reference model for every point"
         )
-    mean_in, std_in = gaussian_fit(phi_refs, keep_refs, fixed_variance)
-    mean_out, std_out = gaussian_fit(phi_refs, ~keep_refs, fixed_variance)
+    return likelihood_ratio(phi_target, phi_refs, keep_refs, ~keep_refs, fixed_variance)
+
+
+def likelihood_ratio(
+    phi_target: np.ndarray, phi_refs: np.ndarray, inside: np.ndarray, out: np.ndarray, fixed_variance: bool
+) -> np.ndarray:
+    """log N(phi; IN) - log N(phi; OUT), the Gaussians fit where `inside` / `out`."""
+    mean_in, std_in = gaussian_fit(phi_refs, inside, fixed_variance)
+    mean_out, std_out = gaussian_fit(phi_refs, out, fixed_variance)
     return norm.logpdf(phi_target, mean_in, std_in) - norm.logpdf(phi_target, mean_out, std_out)
 
 
@@ -90,10 +103,25 @@ def run(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
     mean, std = gaussian_fit(phi_out, np.ones(phi_out.shape, dtype=bool), fixed)
     target_values = offline_scores(phi(data.target.logits[0], labels), mean, std)
 
-    def pseudo(phi_k: np.ndarray, phi_refs: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def pseudo(phi_k: np.ndarray, phi_refs: np.ndarray, out: np.ndarray, inside: np.ndarray) -> np.ndarray:
         return offline_scores(phi_k, *gaussian_fit(phi_refs, out, fixed))
 
     calibration = pseudo_target_scores(
         phi(data.shadow.logits, data.shadow.labels), data.shadow.keep, data.shadow.labels, pseudo
     )
     return make_result("lira_offline", data, target_values, calibration)
+
+
+def run_online(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
+    if data.reference is None:
+        raise PipelineError("attack.enabled: lira_online needs reference models (reference.n_models)")
+    fixed = params.lira.fixed_variance
+    labels = data.reference.labels
+    phi_refs = phi(data.reference.logits, labels)
+    target_values = lira_online_scores(phi(data.target.logits[0], labels), phi_refs, data.reference.keep, fixed)
+
+    def pseudo(phi_k: np.ndarray, phi_others: np.ndarray, out: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        return likelihood_ratio(phi_k, phi_others, inside, out, fixed)
+
+    calibration = pseudo_target_scores(phi_refs, data.reference.keep, labels, pseudo)
+    return make_result("lira_online", data, target_values, calibration)

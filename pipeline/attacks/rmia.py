@@ -63,7 +63,7 @@ def rmia_scores(log_lr_x: np.ndarray, log_lr_z: np.ndarray, gamma: float) -> np.
 def _pseudo_targets(
     logp_pool: np.ndarray, keep: np.ndarray, labels: np.ndarray, a: float, gamma: float
 ) -> AttackScores:
-    def score(logp_k: np.ndarray, logp_refs: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def score(logp_k: np.ndarray, logp_refs: np.ndarray, out: np.ndarray, inside: np.ndarray) -> np.ndarray:
         lr = log_likelihood_ratio(logp_k, logp_refs, out, a)
         return rmia_scores(lr, lr, gamma)
 

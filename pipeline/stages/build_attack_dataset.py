@@ -1,7 +1,9 @@
 """Stage `build_attack_dataset`: the attack's training and evaluation signals.
 
 Training side: the shadows' logits on the attacker's pool with their keep
-matrix (posterior features, member labels, true classes). Evaluation side:
+matrix (posterior features, member labels, true classes), the shadows'
+logits on the candidates (offline attacks) and the reference models'
+signals on the candidates (online attacks). Evaluation side:
 the saved target model's logits on its members and non-members. The attack
 is never scored on data it was fit on.
 """
@@ -12,7 +14,7 @@ from pipeline.config import Params
 from pipeline.ensemble import keras_logits
 from pipeline.io import write_json, write_npz
 from pipeline.signals import attack_input_to_arrays, target_signals
-from pipeline.stages.common import METRICS, ROOT, load_prepared, load_shadows, main, tracked
+from pipeline.stages.common import METRICS, REFERENCE, ROOT, load_prepared, load_shadows, load_signals, main, tracked
 from pipeline.types import AttackInput
 
 
@@ -21,10 +23,11 @@ def run(params: Params) -> None:
 
     with tracked("build_attack_dataset", params, ("seed",)) as run_log:
         dataset, splits = load_prepared()
-        shadow, shadow_on_candidates = load_shadows(ROOT / "data" / "shadows")
+        shadow, shadow_on_candidates = load_shadows()
+        reference, _ = load_signals(REFERENCE)
         model = keras.models.load_model(ROOT / "data" / "target" / "model.keras")
         target = target_signals(keras_logits(model, dataset.x[splits.candidates]), dataset, splits)
-        data = AttackInput(shadow=shadow, target=target, shadow_on_candidates=shadow_on_candidates)
+        data = AttackInput(shadow, target, shadow_on_candidates, reference)
         write_npz(ROOT / "data" / "attack_dataset.npz", **attack_input_to_arrays(data))
         summary = {
             "train_rows": int(shadow.keep.size),

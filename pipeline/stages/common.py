@@ -18,6 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.audit import Audit, fpr_grid, roc_on_grid
 from pipeline.io import atomic_path, load_npz, read_text, write_json, write_npz, write_text
 from pipeline.models import TrainedTarget
+from pipeline.signals import SIGNAL_FIELDS
 from pipeline.types import AttackInput, Dataset, Signals, Splits
 
 ROOT = Path(".")
@@ -25,6 +26,8 @@ PREPARED = ROOT / "data" / "prepared"
 RUNS = ROOT / "data" / "runs"
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
+SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
+REFERENCE = ROOT / "data" / "reference" / "signals.npz"
 SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool")
 
 
@@ -78,20 +81,21 @@ def main(stage: Callable[[Params], None]) -> None:
         sys.exit(1)
 
 
-SHADOW_KEYS = ("logits", "keep", "labels", "index", "candidate_logits")
+def save_signals(path: Path, signals: Signals, **extra: np.ndarray) -> None:
+    """Signals (and any extra arrays, such as logits on the candidates) as one .npz."""
+    write_npz(path, **{field: getattr(signals, field) for field in SIGNAL_FIELDS}, **extra)
 
 
-def save_shadows(folder: Path, signals: Signals, candidate_logits: np.ndarray) -> None:
-    """Shadow signals on the pool plus their logits on the candidates."""
-    arrays = {field: getattr(signals, field) for field in ("logits", "keep", "labels", "index")}
-    write_npz(folder / "signals.npz", candidate_logits=candidate_logits, **arrays)
+def load_signals(path: Path, extra: tuple[str, ...] = ()) -> tuple[Signals, dict[str, np.ndarray]]:
+    """Inverse of `save_signals`: the signals and the named extra arrays."""
+    arrays = load_npz(path, SIGNAL_FIELDS + extra)
+    return Signals(**{field: arrays[field] for field in SIGNAL_FIELDS}), {key: arrays[key] for key in extra}
 
 
-def load_shadows(folder: Path) -> tuple[Signals, np.ndarray]:
-    """Inverse of `save_shadows`."""
-    arrays = load_npz(folder / "signals.npz", SHADOW_KEYS)
-    candidate_logits = arrays.pop("candidate_logits")
-    return Signals(**arrays), candidate_logits
+def load_shadows() -> tuple[Signals, np.ndarray]:
+    """The undefended shadows' signals on the pool and their logits on the candidates."""
+    signals, extra = load_signals(SHADOWS, ("candidate_logits",))
+    return signals, extra["candidate_logits"]
 
 
 def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:
@@ -121,6 +125,7 @@ def record_audit(target_name: str, audit: Audit, data: AttackInput, run_log: obj
     write_npz(
         scores_file,
         index=data.target.index,
+        labels=data.target.labels,
         is_member=data.target.keep[0],
         **{name: result.target.scores for name, result in audit.results.items()},
     )

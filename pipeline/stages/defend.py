@@ -1,8 +1,8 @@
 """Stage `defend@<name>`: train a defended target and attack it the same way.
 
 With `defense.adaptive: true` (the default) the attacker knows the defense
-and trains its shadows with it too; otherwise the undefended shadows are
-reused.
+and trains its shadow and reference models with it too; otherwise the
+undefended ones are reused.
 """
 
 from __future__ import annotations
@@ -16,8 +16,22 @@ from pipeline.ensemble import keras_logits
 from pipeline.io import write_json
 from pipeline.models import architecture_for, recipe_for, train_target
 from pipeline.seeding import derive_seed
-from pipeline.signals import target_signals, train_shadows
-from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, load_prepared, load_shadows, log_model, main, record_audit, save_target, tracked
+from pipeline.signals import target_signals, train_reference, train_shadows
+from pipeline.stages.common import (
+    METRICS,
+    PLOTS,
+    REFERENCE,
+    ROOT,
+    RUNS,
+    load_prepared,
+    load_shadows,
+    load_signals,
+    log_model,
+    main,
+    record_audit,
+    save_target,
+    tracked,
+)
 from pipeline.types import AttackInput
 
 
@@ -26,7 +40,7 @@ def run(params: Params, name: str) -> None:
         known = ", ".join(params.defenses) or "none"
         raise PipelineError(f"defenses.{name}: no such defense in params.yaml (defined: {known})")
     defense = params.defenses[name]
-    scopes = ("seed", "target", "shadows", "attack", "defense", f"defenses.{name}")
+    scopes = ("seed", "target", "shadows", "reference", "attack", "defense", f"defenses.{name}")
     with tracked(f"defend@{name}", params, scopes, run_file=RUNS / f"defend-{name}.json") as run_log:
         dataset, splits = load_prepared()
         architecture = architecture_for(dataset, params.target)
@@ -39,10 +53,14 @@ def run(params: Params, name: str) -> None:
             shadow, shadow_on_candidates, _ = train_shadows(
                 dataset, splits, architecture, recipe, params.shadows.n_models, params.seed, tag=f"shadows-{name}"
             )
+            reference = train_reference(
+                dataset, splits, architecture, recipe, params.reference.n_models, params.seed, tag=f"reference-{name}"
+            )
         else:
-            shadow, shadow_on_candidates = load_shadows(ROOT / "data" / "shadows")
+            shadow, shadow_on_candidates = load_shadows()
+            reference, _ = load_signals(REFERENCE)
         candidates = target_signals(keras_logits(target.model, dataset.x[splits.candidates]), dataset, splits)
-        data = AttackInput(shadow=shadow, target=candidates, shadow_on_candidates=shadow_on_candidates)
+        data = AttackInput(shadow, candidates, shadow_on_candidates, reference)
         u = target.utility
         print(f"defense {name}: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}")
         audit = run_attacks(data, params.attack, params.seed)

@@ -11,13 +11,22 @@ import os
 from pathlib import Path
 
 from pipeline.config import Params, flatten
-from pipeline.io import atomic_path, read_json, write_json, write_text
-from pipeline.report import build_table, markdown, privacy_utility_figure, roc_figure
+from pipeline.evaluation import most_exposed
+from pipeline.io import atomic_path, load_npz, read_json, write_json, write_text
+from pipeline.report import build_table, markdown, privacy_utility_figure, roc_figure, strongest
+from pipeline.types import AttackScores
 from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, read_roc_csv, tracked
 
 REPORTS = ROOT / "reports"
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
-UPSTREAM = ("prepare", "train_target", "train_shadows", "build_attack_dataset", "train_attack")
+UPSTREAM = ("prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack")
+
+
+def _most_exposed(attack: str) -> list[dict]:
+    """The undefended target's members that `attack` scores highest."""
+    arrays = load_npz(ROOT / "data" / "attack_scores.npz", ("index", "labels", "is_member", attack))
+    scores = AttackScores(arrays[attack], arrays["is_member"], arrays["labels"])
+    return most_exposed(scores, arrays["index"], top=10)
 
 
 def _summary_name() -> str:
@@ -53,10 +62,14 @@ def run(params: Params) -> None:
             "n_shadows": params.shadows.n_models,
             "adaptive": params.defense.adaptive,
         }
+        exposed_by, _ = strongest(table["undefended"], "auc")
+        context["exposed_by"] = exposed_by
+        context["n_reference"] = params.reference.n_models
+        exposed = _most_exposed(exposed_by) if exposed_by in params.attack.enabled else []
         roc = roc_figure({name: read_roc_csv(PLOTS / "roc" / f"{name}.csv") for name in targets})
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
-        write_text(REPORTS / "report.md", markdown(table, context))
+        write_text(REPORTS / "report.md", markdown(table, context, exposed))
         _save_figure(roc, REPORTS / "roc.png")
         _save_figure(tradeoff, REPORTS / "privacy_utility.png")
 

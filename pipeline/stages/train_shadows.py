@@ -6,7 +6,7 @@ from pipeline.config import Params
 from pipeline.io import write_json
 from pipeline.models import architecture_for, recipe_for
 from pipeline.signals import shadow_accuracy, train_shadows
-from pipeline.stages.common import METRICS, ROOT, load_prepared, main, save_shadows, tracked
+from pipeline.stages.common import METRICS, SHADOWS, load_prepared, main, save_signals, tracked
 
 
 def run(params: Params) -> None:
@@ -21,7 +21,7 @@ def run(params: Params) -> None:
             params.seed,
             tag="shadows",
         )
-        save_shadows(ROOT / "data" / "shadows", signals, candidate_logits)
+        save_signals(SHADOWS, signals, candidate_logits=candidate_logits)
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         write_json(METRICS / "shadows.json", metrics)
         run_log.log_metrics(metrics)
