@@ -32,6 +32,7 @@ class DataParams(_Strict):
     n_members: int = Field(350, gt=0)
     n_test: int = Field(300, gt=0)
     n_shadow_pool: int = Field(700, gt=0)
+    n_defender_reference: int = Field(96, ge=0)
     min_per_class: int = Field(10, ge=1)
 
     @field_validator("n_shadow_pool")
@@ -156,7 +157,124 @@ class L2Defense(_Strict):
     weight: float = Field(1e-3, gt=0)
 
 
-Defense = Annotated[Union[DropoutDefense, L2Defense], Field(discriminator="type")]
+class LabelSmoothingDefense(_Strict):
+    """Train on smoothed one-hot labels, which caps the confidence on members."""
+
+    type: Literal["label_smoothing"]
+    smoothing: float = Field(0.1, gt=0, lt=1)
+
+
+class EarlyStoppingDefense(_Strict):
+    """Stop when the loss on a validation split carved from the members stops falling."""
+
+    type: Literal["early_stopping"]
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    patience: int = Field(3, ge=1)
+
+
+class DpSgdDefense(_Strict):
+    """DP-SGD: per-example clipping, Gaussian noise, Poisson sampling; epsilon accounted.
+
+    Give exactly one of `noise_multiplier` and `target_epsilon` (sigma is
+    then calibrated). `epochs`, `batch_size` (the expected Poisson batch)
+    and `learning_rate` default to the target's.
+    """
+
+    type: Literal["dp_sgd"]
+    noise_multiplier: float | None = Field(1.0, gt=0)
+    target_epsilon: float | None = Field(None, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clip_norm: float = Field(1.0, gt=0)
+    accountant: Literal["rdp", "pld"] = "rdp"
+    epochs: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> "DpSgdDefense":
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "give exactly one of noise_multiplier and target_epsilon (set the other to null) "
+                f"(got noise_multiplier={self.noise_multiplier}, target_epsilon={self.target_epsilon})"
+            )
+        return self
+
+
+class AdversarialRegularizationDefense(_Strict):
+    """Nasr et al. 2018: min-max training against an inference model on reference data."""
+
+    type: Literal["adversarial_regularization"]
+    alpha: float = Field(1.0, gt=0)
+    inference_steps: int = Field(1, ge=1)
+
+
+class SelenaDefense(_Strict):
+    """SELENA (Tang et al. 2022): Split-AI soft labels, then self-distillation."""
+
+    type: Literal["selena"]
+    n_submodels: int = Field(8, ge=2)
+    n_excluded: int = Field(4, ge=1)
+
+
+class RelaxLossDefense(_Strict):
+    """RelaxLoss (Chen et al. 2022): keep the training loss near `alpha`, not at 0."""
+
+    type: Literal["relaxloss"]
+    alpha: float = Field(0.5, gt=0)
+
+
+class MemGuardDefense(_Strict):
+    """MemGuard-style: perturb the confidence vector, never the predicted label."""
+
+    type: Literal["memguard"]
+    budget: float = Field(0.5, gt=0, le=2)
+
+
+class TopKDefense(_Strict):
+    """Release only the k largest probabilities."""
+
+    type: Literal["top_k"]
+    k: int = Field(1, ge=1)
+
+
+class RoundingDefense(_Strict):
+    """Release probabilities rounded to `decimals` places."""
+
+    type: Literal["rounding"]
+    decimals: int = Field(1, ge=0)
+
+
+class LabelOnlyDefense(_Strict):
+    """Release the predicted label only."""
+
+    type: Literal["label_only"]
+
+
+class EnsembleDefense(_Strict):
+    """The report's ensembling: models on disjoint parts of the members, outputs averaged."""
+
+    type: Literal["ensemble"]
+    n_models: int = Field(4, ge=2)
+
+
+Defense = Annotated[
+    Union[
+        DropoutDefense,
+        L2Defense,
+        LabelSmoothingDefense,
+        EarlyStoppingDefense,
+        DpSgdDefense,
+        AdversarialRegularizationDefense,
+        SelenaDefense,
+        RelaxLossDefense,
+        MemGuardDefense,
+        TopKDefense,
+        RoundingDefense,
+        LabelOnlyDefense,
+        EnsembleDefense,
+    ],
+    Field(discriminator="type"),
+]
 
 
 class Params(_Strict):
@@ -169,6 +287,16 @@ class Params(_Strict):
     attack: AttackParams = AttackParams()
     defense: DefenseSettings = DefenseSettings()
     defenses: dict[str, Defense] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _reference_for_adversarial_regularization(self) -> "Params":
+        for name, defense in self.defenses.items():
+            if defense.type == "adversarial_regularization" and self.data.n_defender_reference < 1:
+                raise ValueError(
+                    f"data.n_defender_reference: defense {name!r} (adversarial_regularization) needs "
+                    f"defender reference data (got {self.data.n_defender_reference})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _enough_shadows(self) -> "Params":

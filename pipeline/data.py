@@ -150,24 +150,25 @@ def validate_dataset(dataset: Dataset, params: DataParams) -> None:
 
 
 def make_splits(n_samples: int, params: DataParams, rng: np.random.Generator) -> Splits:
-    """Disjoint random index sets: members, as many non-members, test, shadow pool."""
+    """Disjoint random index sets: members, as many non-members, test, shadow pool, defender reference."""
     sizes = {
         "n_members": params.n_members,
         "non-members (= n_members)": params.n_members,
         "n_test": params.n_test,
         "n_shadow_pool": params.n_shadow_pool,
+        "n_defender_reference": params.n_defender_reference,
     }
     needed = sum(sizes.values())
     if needed > n_samples:
         detail = " + ".join(f"{v} {k}" for k, v in sizes.items())
         raise PipelineError(
             f"data: the requested sizes need {needed} samples ({detail}) but the dataset has "
-            f"only {n_samples}; lower data.n_members, data.n_test or data.n_shadow_pool"
+            f"only {n_samples}; lower data.n_members, data.n_test, data.n_shadow_pool or data.n_defender_reference"
         )
     order = rng.permutation(n_samples)
     bounds = np.cumsum(list(sizes.values()))
-    members, nonmembers, test, pool = np.split(order[: bounds[-1]], bounds[:-1])
-    return Splits(members=members, nonmembers=nonmembers, test=test, shadow_pool=pool)
+    members, nonmembers, test, pool, reference = np.split(order[: bounds[-1]], bounds[:-1])
+    return Splits(members=members, nonmembers=nonmembers, test=test, shadow_pool=pool, defender_reference=reference)
 
 
 def complementary_keep(n_points: int, n_models: int, rng: np.random.Generator) -> np.ndarray:

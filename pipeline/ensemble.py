@@ -16,10 +16,12 @@ for the model ``to_keras`` builds, so exporting is a slice per array.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable, Literal
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.tf_runtime import keras, tf
@@ -32,6 +34,7 @@ __all__ = [
     "stack_logits",
     "to_keras",
     "keras_logits",
+    "keras_model",
 ]
 
 
@@ -159,32 +162,35 @@ def _is_kernel(w: tf.Tensor | np.ndarray) -> bool:
 # The batched forward pass
 
 
-def _conv_stack(arch: Architecture, weights: list[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-    """K independent stacks of Conv2D(3x3, same, relu) + MaxPool(2): one op per layer.
+def _conv_stack(
+    arch: Architecture, weights: list[tf.Tensor], x: tf.Tensor, shared: bool
+) -> tf.Tensor:
+    """K independent stacks of Conv2D(3x3, same, relu) + MaxPool(2), one op per layer.
 
-    x: (K, B, H, W, Cin) -> (K, B, H', W', C'). The K models live side by
-    side in the channel axis, (B, H, W, K*C), so each layer is a single
-    grouped convolution (group k = model k) and a single MaxPool2D, which
+    x: (K, B, H, W, Cin), each model its own batch, or (B, H, W, Cin) when
+    `shared` by all models; returns (K, B, H', W', C'). The K models live
+    side by side in the channel axis, (B, H, W, K*C), so each layer is one
+    grouped convolution (group k = model k; on shared input the first layer
+    is a plain convolution with K*Cout filters) and one MaxPool2D, which
     pools each channel on its own. Measured on 2 CPU cores this is ~3x
-    faster than im2col + einsum, and it uses Keras's own Conv2D kernel
-    layout (3, 3, Cin, Cout) per model, so the weights export unchanged.
+    faster than im2col + einsum, and each model keeps Keras's own Conv2D
+    kernel layout (3, 3, Cin, Cout), so the weights export unchanged.
     """
-    k = tf.shape(x)[0]
-    b = tf.shape(x)[1]
-    h, w, c = x.shape[2], x.shape[3], x.shape[4]
     n_models = weights[0].shape[0]
-    y = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [b, h, w, n_models * c])
+    if shared:
+        y = x
+    else:
+        _, _, h, w, c = x.shape
+        y = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [-1, h, w, n_models * c])
     for i in range(len(arch.conv_filters)):
         kernel, bias = weights[2 * i], weights[2 * i + 1]
         cin, cout = kernel.shape[3], kernel.shape[4]
         kmat = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, cin, n_models * cout])
-        y = tf.nn.conv2d(y, kmat, strides=1, padding="SAME")
+        y = tf.nn.conv2d(y, kmat, strides=1, padding="SAME")  # groups = channels(y) / cin
         y = tf.nn.relu(y + tf.reshape(bias, [n_models * cout]))
         y = tf.nn.max_pool2d(y, 2, 2, "VALID")
-        c = cout
-    h, w = y.shape[1], y.shape[2]
-    y = tf.reshape(y, [b, h, w, n_models, c])
-    del k
+    _, h, w, _ = y.shape
+    y = tf.reshape(y, [-1, h, w, n_models, arch.conv_filters[-1]])
     return tf.transpose(y, [3, 0, 1, 2, 4])
 
 
@@ -192,18 +198,30 @@ def _forward(
     arch: Architecture,
     weights: list[tf.Tensor],
     x: tf.Tensor,
+    shared: bool = False,
     dropout: float = 0.0,
     dropout_seed: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Logits (K, B, C) of K models on their own batches x (K, B, *input_shape)."""
+    """Logits (K, B, C) of K models.
+
+    x is (K, B, *input_shape), each model its own batch (training), or
+    (B, *input_shape) when `shared` by all models (inference). Dropout
+    runs only when a seed is given: one mask entry per model, example and
+    unit, inverted scaling as in keras.layers.Dropout.
+    """
     i = 0
     if arch.kind == "cnn":
-        x = _conv_stack(arch, weights, x)
+        x = _conv_stack(arch, weights, x, shared)
         i = 2 * len(arch.conv_filters)
-    k, b = tf.shape(x)[0], tf.shape(x)[1]
-    flat = weights[i].shape[1]
-    x = tf.reshape(x, [k, b, flat])
-    hdn = tf.nn.relu(tf.einsum("kbd,kdh->kbh", x, weights[i]) + weights[i + 1][:, None, :])
+        shared = False
+    kernel, bias = weights[i], weights[i + 1]
+    if shared:
+        x = tf.reshape(x, [-1, kernel.shape[1]])
+        hdn = tf.einsum("bd,kdh->kbh", x, kernel)
+    else:
+        x = tf.reshape(x, [weights[0].shape[0], -1, kernel.shape[1]])
+        hdn = tf.einsum("kbd,kdh->kbh", x, kernel)
+    hdn = tf.nn.relu(hdn + bias[:, None, :])
     if dropout > 0.0 and dropout_seed is not None:
         keep_mask = tf.random.stateless_uniform(tf.shape(hdn), seed=dropout_seed) >= dropout
         hdn = tf.where(keep_mask, hdn / (1.0 - dropout), tf.zeros_like(hdn))
@@ -257,7 +275,6 @@ class _Trainer:
         x: np.ndarray,
         y: np.ndarray,
         n_per_model: int,
-        jit: bool = False,
     ) -> None:
         self.arch, self.recipe = arch, recipe
         self.vars = [tf.Variable(w) for w in init]
@@ -276,7 +293,6 @@ class _Trainer:
                 tf.TensorSpec([], tf.int32),
             ],
             autograph=False,
-            jit_compile=jit,
         )
 
     def _apply_adam(self, grads: list[tf.Tensor]) -> None:
@@ -295,7 +311,7 @@ class _Trainer:
         xb = tf.gather(self.x, idx)  # (K, B, ...)
         yb = tf.gather(self.y, idx)
         with tf.GradientTape() as tape:
-            logits = _forward(arch, self.vars, xb, r.dropout, seed)
+            logits = _forward(arch, self.vars, xb, dropout=r.dropout, dropout_seed=seed)
             loss_k = _per_model_loss(logits, yb, arch.n_classes, r.label_smoothing)
             if r.l2 > 0:
                 loss_k = loss_k + _l2_term(self.vars, r.l2)
@@ -333,7 +349,7 @@ def _evaluate(
     arch: Architecture, recipe: Recipe, weights: list[tf.Tensor], x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-model (loss incl. L2, accuracy) on shared eval data, inference mode."""
-    logits = _stack_logits_tf(arch, weights, x, 1024)
+    logits = _stack_logits_tf(arch, weights, np.ascontiguousarray(x, np.float32), 1024)
     yk = tf.broadcast_to(tf.constant(y.astype(np.int32)), logits.shape[:2])
     loss = _per_model_loss(logits, yk, arch.n_classes, recipe.label_smoothing)
     if recipe.l2 > 0:
@@ -426,42 +442,62 @@ def train_stack(
     )
 
 
-def _progress_bar(label: str | None, total: int):  # -> tqdm | None
+def _progress_bar(label: str | None, total: int) -> "tqdm | None":
+    """A tqdm bar over epochs on stderr, or None when no label is given."""
     if label is None:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=label, unit="epoch", leave=False)
+    return tqdm(total=total, desc=label, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------
 # Inference and export
 
 
+_ACTIVATION_BUDGET = 2**25  # floats (128 MiB) in the widest activation of one inference chunk
+
+
 def _stack_logits_tf(
     arch: Architecture, weights: list[tf.Tensor], x: np.ndarray, batch_size: int
 ) -> tf.Tensor:
+    """Logits (K, N, C) of every model on shared points, in chunks of points.
+
+    The chunk is `batch_size` points, or fewer when K models' widest
+    activations on it would pass `_ACTIVATION_BUDGET` floats.
+    """
     w = [tf.convert_to_tensor(v) for v in weights]
     k = int(w[0].shape[0])
-    fwd = _inference_fn(arch)
-    parts = []
-    for start in range(0, len(x), batch_size):
-        xb = tf.constant(np.asarray(x[start : start + batch_size], dtype=np.float32))
-        parts.append(fwd(w, tf.broadcast_to(xb[None], [k, *xb.shape])))
+    if arch.kind == "cnn":
+        widest = int(np.prod(arch.input_shape[:2])) * max(arch.conv_filters)
+    else:
+        widest = max(arch.hidden_units, int(np.prod(arch.input_shape)))
+    chunk = max(1, min(batch_size, _ACTIVATION_BUDGET // (k * widest)))
+    fwd = _inference_fn(arch, k)
+    parts = [
+        fwd(w, tf.constant(x[start : start + chunk])) for start in range(0, len(x), chunk)
+    ]
     if not parts:
         return tf.zeros([k, 0, arch.n_classes])
     return tf.concat(parts, axis=1)
 
 
-_INFERENCE_CACHE: dict[Architecture, Callable] = {}
+_INFERENCE_CACHE: dict[tuple[Architecture, int], Callable] = {}
 
 
-def _inference_fn(arch: Architecture) -> Callable:
-    if arch not in _INFERENCE_CACHE:
-        _INFERENCE_CACHE[arch] = tf.function(
-            lambda w, x: _forward(arch, w, x), reduce_retracing=True
+def _inference_fn(arch: Architecture, k: int) -> Callable:
+    """One traced inference function per (architecture, K), reused across calls.
+
+    The signature fixes every weight shape (K is static, as the grouped
+    convolution needs) and leaves only the number of points free.
+    """
+    if (arch, k) not in _INFERENCE_CACHE:
+        weight_specs = [tf.TensorSpec([k, *shape], tf.float32) for shape in _weight_shapes(arch)]
+        point_spec = tf.TensorSpec([None, *arch.input_shape], tf.float32)
+        _INFERENCE_CACHE[(arch, k)] = tf.function(
+            lambda w, x: _forward(arch, w, x, shared=True),
+            input_signature=[weight_specs, point_spec],
+            autograph=False,
         )
-    return _INFERENCE_CACHE[arch]
+    return _INFERENCE_CACHE[(arch, k)]
 
 
 def stack_logits(stack: TrainedStack, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -469,41 +505,64 @@ def stack_logits(stack: TrainedStack, x: np.ndarray, batch_size: int = 1024) -> 
 
     Inference mode (no dropout); computed in batches of `batch_size` points.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[1:] != tuple(stack.architecture.input_shape):
         raise PipelineError(
             f"x has per-example shape {x.shape[1:]}, the stack expects "
             f"{stack.architecture.input_shape}"
         )
+    if batch_size < 1:
+        raise PipelineError(f"batch_size must be >= 1, got {batch_size}")
     return _stack_logits_tf(stack.architecture, list(stack.weights), x, batch_size).numpy()
 
 
-def to_keras(stack: TrainedStack, k: int) -> keras.Model:
-    """Model k as a plain keras.Sequential ending in a softmax Activation.
+def keras_model(architecture: Architecture, recipe: Recipe) -> keras.Sequential:
+    """The plain Keras model one stack member is: uncompiled, Keras's own init.
 
-    The final Dense has no activation so that `keras_logits` can read the
-    pre-softmax outputs back, also from a saved .keras file.
+    Input -> [Conv2D(f, 3, same, relu) -> MaxPooling2D(2)]* -> Flatten ->
+    Dense(hidden, relu) -> [Dropout] -> Dense(C) named "logits" ->
+    Activation("softmax"), with keras.regularizers.L2(recipe.l2) on every
+    kernel when l2 > 0. Its get_weights() order is the stack's weight order.
+    """
+    arch = architecture
+    reg = keras.regularizers.L2(recipe.l2) if recipe.l2 > 0 else None
+    layers: list = [keras.Input(shape=tuple(arch.input_shape))]
+    if arch.kind == "cnn":
+        for f in arch.conv_filters:
+            layers.append(
+                keras.layers.Conv2D(f, 3, padding="same", activation="relu", kernel_regularizer=reg)
+            )
+            layers.append(keras.layers.MaxPooling2D(2))
+    layers.append(keras.layers.Flatten())
+    layers.append(
+        keras.layers.Dense(arch.hidden_units, activation="relu", kernel_regularizer=reg)
+    )
+    if recipe.dropout > 0:
+        layers.append(keras.layers.Dropout(recipe.dropout))
+    layers.append(keras.layers.Dense(arch.n_classes, kernel_regularizer=reg, name="logits"))
+    layers.append(keras.layers.Activation("softmax", name="softmax"))
+    return keras.Sequential(layers)
+
+
+def to_keras(stack: TrainedStack, k: int) -> keras.Model:
+    """Model k of the stack as a plain keras.Sequential (see `keras_model`).
+
+    Predictions equal softmax(stack_logits(stack, x)[k]); the final Dense
+    has no activation, so `keras_logits` reads pre-softmax outputs back,
+    also from a saved .keras file.
     """
     if not 0 <= k < stack.n_models:
         raise PipelineError(f"model index {k} out of range for a stack of {stack.n_models}")
-    arch, recipe = stack.architecture, stack.recipe
-    layers: list[keras.layers.Layer] = [keras.Input(shape=tuple(arch.input_shape))]
-    if arch.kind == "cnn":
-        for f in arch.conv_filters:
-            layers.append(keras.layers.Conv2D(f, 3, padding="same", activation="relu"))
-            layers.append(keras.layers.MaxPooling2D(2))
-    layers.append(keras.layers.Flatten())
-    layers.append(keras.layers.Dense(arch.hidden_units, activation="relu"))
-    if recipe.dropout > 0:
-        layers.append(keras.layers.Dropout(recipe.dropout))
-    layers.append(keras.layers.Dense(arch.n_classes, name="logits"))
-    layers.append(keras.layers.Activation("softmax", name="softmax"))
-    model = keras.Sequential(layers)
+    model = keras_model(stack.architecture, stack.recipe)
     model.set_weights([w[k] for w in stack.weights])
     return model
 
 
 def keras_logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Pre-softmax outputs of a model built by `to_keras` (or loaded from .keras)."""
-    logit_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    try:
+        logits_layer = model.get_layer("logits")
+    except ValueError as err:
+        raise PipelineError("keras_logits needs a model built by to_keras (a 'logits' layer)") from err
+    logit_model = keras.Model(model.inputs, logits_layer.output)
     return np.asarray(logit_model.predict(np.asarray(x, np.float32), verbose=0, batch_size=1024))

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Defense, ModelParams
-from pipeline.ensemble import Architecture, Recipe, keras_logits, to_keras, train_stack
+from pipeline.defenses import DefendedModels, TrainingJob, train_models
+from pipeline.ensemble import Architecture, Recipe
 from pipeline.errors import PipelineError
 from pipeline.types import Dataset, Splits
 
@@ -30,14 +31,9 @@ def architecture_for(dataset: Dataset, params: ModelParams) -> Architecture:
     )
 
 
-def recipe_for(params: ModelParams, defense: Defense | None = None) -> Recipe:
-    """The training recipe, changed by a training-time defense if one is given."""
-    recipe = Recipe(epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate)
-    if defense is None:
-        return recipe
-    from pipeline.defenses import apply_defense
-
-    return apply_defense(recipe, defense)
+def recipe_for(params: ModelParams) -> Recipe:
+    """The target's training recipe; defenses change it inside their own trainers."""
+    return Recipe(epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -57,31 +53,47 @@ def utility_metrics(train_logits: np.ndarray, train_y: np.ndarray, test_logits: 
 
 @dataclass(frozen=True)
 class TrainedTarget:
-    """A trained target as deployed: the Keras model, its utility and curves."""
+    """A trained target as deployed: its network, what it releases, utility, curves."""
 
     model: Any
+    defended: DefendedModels
     utility: dict[str, float]
     history: dict[str, np.ndarray]
 
+    def observe(self, x: np.ndarray) -> np.ndarray:
+        """The outputs the target releases on `x`, (N, C)."""
+        return self.defended.observe(x)[0]
+
 
 def train_target(
-    dataset: Dataset, splits: Splits, architecture: Architecture, recipe: Recipe, seed: int, label: str
+    dataset: Dataset,
+    splits: Splits,
+    architecture: Architecture,
+    recipe: Recipe,
+    defense: Defense | None,
+    seed: int,
+    label: str,
 ) -> TrainedTarget:
-    """Train one model on exactly the members; measure it as the saved Keras model."""
+    """Train one model on exactly the members, defended if a defense is given.
+
+    The defender's reference split rides along as non-member data that
+    only defenses needing it (adversarial regularization) look at.
+    """
     members, test = splits.members, splits.test
-    stack = train_stack(
-        architecture,
-        recipe,
-        dataset.x[members],
-        dataset.y[members],
-        np.ones((1, len(members)), dtype=bool),
-        seed=seed,
-        eval_data=(dataset.x[test], dataset.y[test]),
-        progress=label,
+    points = np.concatenate([members, splits.defender_reference])
+    keep = (np.arange(len(points)) < len(members))[None]
+    job = TrainingJob(
+        architecture, recipe, dataset.x[points], dataset.y[points], keep, seed, label, (dataset.x[test], dataset.y[test])
     )
-    model = to_keras(stack, 0)
+    defended = train_models(job, defense)
     utility = utility_metrics(
-        keras_logits(model, dataset.x[members]), dataset.y[members],
-        keras_logits(model, dataset.x[test]), dataset.y[test],
+        defended.observe(dataset.x[members])[0], dataset.y[members],
+        defended.observe(dataset.x[test])[0], dataset.y[test],
     )
-    return TrainedTarget(model=model, utility=utility, history={k: v[0] for k, v in stack.history.items()})
+    utility.update(defended.info)
+    return TrainedTarget(
+        model=defended.network(0),
+        defended=defended,
+        utility=utility,
+        history={k: v[0] for k, v in defended.history.items()},
+    )

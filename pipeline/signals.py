@@ -7,10 +7,14 @@ retrains a model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from pipeline.config import Defense
 from pipeline.data import complementary_keep
-from pipeline.ensemble import Architecture, Recipe, TrainedStack, stack_logits, train_stack
+from pipeline.defenses import DefendedModels, TrainingJob, train_models
+from pipeline.ensemble import Architecture, Recipe
 from pipeline.seeding import derive_seed, rng_for
 from pipeline.types import AttackInput, Dataset, Signals, Splits
 
@@ -31,52 +35,46 @@ def target_signals(candidate_logits: np.ndarray, dataset: Dataset, splits: Split
     )
 
 
-def _train_on_halves(
-    dataset: Dataset, points: np.ndarray, architecture: Architecture, recipe: Recipe, n_models: int, seed: int, tag: str
-) -> tuple[np.ndarray, TrainedStack]:
-    """K models on complementary random halves of `points`; `tag` names the random streams."""
-    keep = complementary_keep(len(points), n_models, rng_for(seed, tag, "keep"))
-    stack = train_stack(
-        architecture,
-        recipe,
+@dataclass(frozen=True)
+class ModelSet:
+    """How a set of K attacker-side models is trained: recipe, defense, count, seed."""
+
+    architecture: Architecture
+    recipe: Recipe
+    defense: Defense | None
+    n_models: int
+    seed: int
+    tag: str  # names the random streams and the progress bar, e.g. "shadows"
+
+
+def _train_on_halves(dataset: Dataset, points: np.ndarray, models: ModelSet) -> tuple[np.ndarray, DefendedModels]:
+    """K models on complementary random halves of `points`, trained the set's way."""
+    keep = complementary_keep(len(points), models.n_models, rng_for(models.seed, models.tag, "keep"))
+    job = TrainingJob(
+        models.architecture,
+        models.recipe,
         dataset.x[points],
         dataset.y[points],
         keep,
-        seed=derive_seed(seed, tag, "train"),
-        progress=f"{tag}: {n_models} models",
+        seed=derive_seed(models.seed, models.tag, "train"),
+        label=f"{models.tag}: {models.n_models} models",
     )
-    return keep, stack
+    return keep, train_models(job, models.defense)
 
 
-def train_shadows(
-    dataset: Dataset,
-    splits: Splits,
-    architecture: Architecture,
-    recipe: Recipe,
-    n_models: int,
-    seed: int,
-    tag: str,
-) -> tuple[Signals, np.ndarray, TrainedStack]:
+def train_shadows(dataset: Dataset, splits: Splits, models: ModelSet) -> tuple[Signals, np.ndarray, DefendedModels]:
     """Train K shadow models on complementary halves of the attacker's pool.
 
-    Returns their signals on the pool, their logits on the candidates (none
-    of which any shadow saw) and the trained stack.
+    Returns their signals on the pool, their outputs on the candidates
+    (none of which any shadow saw) and the trained models.
     """
     pool = splits.shadow_pool
-    keep, stack = _train_on_halves(dataset, pool, architecture, recipe, n_models, seed, tag)
-    signals = Signals(logits=stack_logits(stack, dataset.x[pool]), keep=keep, labels=dataset.y[pool], index=pool)
-    return signals, stack_logits(stack, dataset.x[splits.candidates]), stack
+    keep, trained = _train_on_halves(dataset, pool, models)
+    signals = Signals(logits=trained.observe(dataset.x[pool]), keep=keep, labels=dataset.y[pool], index=pool)
+    return signals, trained.observe(dataset.x[splits.candidates]), trained
 
 
-def train_reference(
-    dataset: Dataset,
-    splits: Splits,
-    architecture: Architecture,
-    recipe: Recipe,
-    n_models: int,
-    seed: int,
-    tag: str,
-) -> Signals:
+def train_reference(dataset: Dataset, splits: Splits, models: ModelSet) -> Signals:
     """Reference models for online attacks, and their signals on the candidates.
 
     They train on complementary halves of the candidates plus the pool, so
@@ -84,9 +82,9 @@ def train_reference(
     """
     candidates = splits.candidates
     points = np.concatenate([candidates, splits.shadow_pool])
-    keep, stack = _train_on_halves(dataset, points, architecture, recipe, n_models, seed, tag)
+    keep, trained = _train_on_halves(dataset, points, models)
     return Signals(
-        logits=stack_logits(stack, dataset.x[candidates]),
+        logits=trained.observe(dataset.x[candidates]),
         keep=keep[:, : len(candidates)],
         labels=dataset.y[candidates],
         index=candidates,

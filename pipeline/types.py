@@ -22,13 +22,16 @@ class Splits:
     """Disjoint index arrays into a `Dataset`, one per role.
 
     `members` train the target, `nonmembers` (same count) are held out from
-    it, `test` measures utility, `shadow_pool` is the attacker's own data.
+    it, `test` measures utility, `shadow_pool` is the attacker's own data,
+    `defender_reference` is non-member data the defender holds (used only by
+    defenses that need it, such as adversarial regularization).
     """
 
     members: np.ndarray
     nonmembers: np.ndarray
     test: np.ndarray
     shadow_pool: np.ndarray
+    defender_reference: np.ndarray
 
     @property
     def candidates(self) -> np.ndarray:

@@ -9,17 +9,17 @@ from pipeline.errors import PipelineError
 
 
 def test_splits_are_disjoint_and_sized() -> None:
-    params = DataParams(n_members=50, n_test=30, n_shadow_pool=40)
+    params = DataParams(n_members=50, n_test=30, n_shadow_pool=40, n_defender_reference=20)
     splits = make_splits(200, params, np.random.default_rng(0))
-    parts = [splits.members, splits.nonmembers, splits.test, splits.shadow_pool]
-    assert [len(p) for p in parts] == [50, 50, 30, 40]
+    parts = [splits.members, splits.nonmembers, splits.test, splits.shadow_pool, splits.defender_reference]
+    assert [len(p) for p in parts] == [50, 50, 30, 40, 20]
     joined = np.concatenate(parts)
     assert len(np.unique(joined)) == len(joined)
     assert joined.min() >= 0 and joined.max() < 200
 
 
 def test_splits_are_seeded() -> None:
-    params = DataParams(n_members=10, n_test=10, n_shadow_pool=10)
+    params = DataParams(n_members=10, n_test=10, n_shadow_pool=10, n_defender_reference=10)
     a = make_splits(100, params, np.random.default_rng(7))
     b = make_splits(100, params, np.random.default_rng(7))
     c = make_splits(100, params, np.random.default_rng(8))
@@ -28,11 +28,11 @@ def test_splits_are_seeded() -> None:
 
 
 def test_sizes_that_do_not_fit_name_the_numbers() -> None:
-    params = DataParams(n_members=100, n_test=50, n_shadow_pool=100)
+    params = DataParams(n_members=100, n_test=50, n_shadow_pool=100, n_defender_reference=10)
     with pytest.raises(PipelineError) as info:
         make_splits(300, params, np.random.default_rng(0))
     message = str(info.value)
-    assert "350" in message and "300" in message and "data.n_members" in message
+    assert "360" in message and "300" in message and "data.n_members" in message
 
 
 def test_keep_matrix_is_balanced_both_ways() -> None:

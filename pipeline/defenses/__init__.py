@@ -1,26 +1,29 @@
 """Registry of defenses by the `type` written in `params.yaml`.
 
-A training-time defense maps the base training recipe to a defended one;
-adding a defense is one module plus one line here (and its params model in
-`pipeline/config.py`).
+Each entry trains the K models of a `TrainingJob` the defended way and
+returns `DefendedModels`. Adding a defense is one module, one line here and
+its params model in `pipeline/config.py`. `train_models(job, None)` is the
+undefended baseline, so every row of the report is trained by one path.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from typing import Any
 
-from pipeline.defenses import regularization
-from pipeline.ensemble import Recipe
+from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
 
-_REGISTRY: dict[str, Callable[[Recipe, object], Recipe]] = {
-    "dropout": regularization.dropout,
-    "l2": regularization.l2,
+_REGISTRY: dict[str, str] = {
+    "dropout": "pipeline.defenses.regularization:dropout",
+    "l2": "pipeline.defenses.regularization:l2",
 }
 
 
-def apply_defense(recipe: Recipe, defense: object) -> Recipe:
-    """The recipe with `defense` (a validated params model with a `type`) applied."""
-    kind = getattr(defense, "type")
-    if kind not in _REGISTRY:
-        raise KeyError(f"unknown defense type {kind!r}; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[kind](recipe, defense)
+def train_models(job: TrainingJob, defense: Any | None) -> DefendedModels:
+    """Train the job's K models, defended by `defense` (a params model with a `type`) if given."""
+    if defense is None:
+        return from_stack(train_plain(job))
+    if defense.type not in _REGISTRY:
+        raise KeyError(f"unknown defense type {defense.type!r}; known: {', '.join(_REGISTRY)}")
+    module, func = _REGISTRY[defense.type].split(":")
+    return getattr(importlib.import_module(module), func)(job, defense)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.config import DropoutDefense, L2Defense
-from pipeline.ensemble import Recipe
+from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
 
 
-def dropout(recipe: Recipe, defense: DropoutDefense) -> Recipe:
+def _with_recipe(job: TrainingJob, **changes: float) -> DefendedModels:
+    return from_stack(train_plain(dataclasses.replace(job, recipe=dataclasses.replace(job.recipe, **changes))))
+
+
+def dropout(job: TrainingJob, defense: DropoutDefense) -> DefendedModels:
     """Dropout after the hidden layer, as in the original report (rate 0.5)."""
-    return dataclasses.replace(recipe, dropout=defense.rate)
+    return _with_recipe(job, dropout=defense.rate)
 
 
-def l2(recipe: Recipe, defense: L2Defense) -> Recipe:
+def l2(job: TrainingJob, defense: L2Defense) -> DefendedModels:
     """An L2 penalty on every kernel."""
-    return dataclasses.replace(recipe, l2=defense.weight)
+    return _with_recipe(job, l2=defense.weight)

@@ -28,7 +28,7 @@ METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
 SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
 REFERENCE = ROOT / "data" / "reference" / "signals.npz"
-SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool")
+SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool", "defender_reference")
 
 
 def load_prepared() -> tuple[Dataset, Splits]:

@@ -12,11 +12,10 @@ import sys
 from pipeline.audit import run_attacks
 from pipeline.config import Params
 from pipeline.errors import PipelineError
-from pipeline.ensemble import keras_logits
 from pipeline.io import write_json
 from pipeline.models import architecture_for, recipe_for, train_target
 from pipeline.seeding import derive_seed
-from pipeline.signals import target_signals, train_reference, train_shadows
+from pipeline.signals import ModelSet, target_signals, train_reference, train_shadows
 from pipeline.stages.common import (
     METRICS,
     PLOTS,
@@ -44,22 +43,22 @@ def run(params: Params, name: str) -> None:
     with tracked(f"defend@{name}", params, scopes, run_file=RUNS / f"defend-{name}.json") as run_log:
         dataset, splits = load_prepared()
         architecture = architecture_for(dataset, params.target)
-        recipe = recipe_for(params.target, defense)
+        recipe = recipe_for(params.target)
         out = ROOT / "data" / "defenses" / name
-        target = train_target(dataset, splits, architecture, recipe, derive_seed(params.seed, "target"), label=f"{name} target")
+        target = train_target(
+            dataset, splits, architecture, recipe, defense, derive_seed(params.seed, "target"), label=f"{name} target"
+        )
         save_target(out, target, run_log, METRICS / "defenses" / name / "utility.json", PLOTS / "training" / f"{name}.json")
         log_model(run_log, target, dataset, splits)
         if params.defense.adaptive:
-            shadow, shadow_on_candidates, _ = train_shadows(
-                dataset, splits, architecture, recipe, params.shadows.n_models, params.seed, tag=f"shadows-{name}"
-            )
-            reference = train_reference(
-                dataset, splits, architecture, recipe, params.reference.n_models, params.seed, tag=f"reference-{name}"
-            )
+            shadows = ModelSet(architecture, recipe, defense, params.shadows.n_models, params.seed, f"shadows-{name}")
+            shadow, shadow_on_candidates, _ = train_shadows(dataset, splits, shadows)
+            references = ModelSet(architecture, recipe, defense, params.reference.n_models, params.seed, f"reference-{name}")
+            reference = train_reference(dataset, splits, references)
         else:
             shadow, shadow_on_candidates = load_shadows()
             reference, _ = load_signals(REFERENCE)
-        candidates = target_signals(keras_logits(target.model, dataset.x[splits.candidates]), dataset, splits)
+        candidates = target_signals(target.observe(dataset.x[splits.candidates]), dataset, splits)
         data = AttackInput(shadow, candidates, shadow_on_candidates, reference)
         u = target.utility
         print(f"defense {name}: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}")

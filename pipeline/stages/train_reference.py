@@ -9,22 +9,17 @@ from __future__ import annotations
 
 from pipeline.config import Params
 from pipeline.models import architecture_for, recipe_for
-from pipeline.signals import shadow_accuracy, train_reference
+from pipeline.signals import ModelSet, shadow_accuracy, train_reference
 from pipeline.stages.common import REFERENCE, load_prepared, main, save_signals, tracked
 
 
 def run(params: Params) -> None:
     with tracked("train_reference", params, ("seed", "target", "reference")) as run_log:
         dataset, splits = load_prepared()
-        signals = train_reference(
-            dataset,
-            splits,
-            architecture_for(dataset, params.target),
-            recipe_for(params.target),
-            params.reference.n_models,
-            params.seed,
-            tag="reference",
+        models = ModelSet(
+            architecture_for(dataset, params.target), recipe_for(params.target), None, params.reference.n_models, params.seed, "reference"
         )
+        signals = train_reference(dataset, splits, models)
         save_signals(REFERENCE, signals)
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         run_log.log_metrics(metrics)

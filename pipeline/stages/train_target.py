@@ -16,6 +16,7 @@ def run(params: Params) -> None:
             splits,
             architecture_for(dataset, params.target),
             recipe_for(params.target),
+            defense=None,
             seed=derive_seed(params.seed, "target"),
             label="target",
         )

@@ -1,0 +1,71 @@
+"""What every defense receives and returns.
+
+A defense trains K models at once, so the same code protects the target
+(K = 1) and, under adaptive evaluation, the attacker's shadow and
+reference models. It returns `DefendedModels`: the outputs an attacker
+observes, the deployable Keras network of each model, learning curves and
+any numbers worth logging (a DP epsilon, say).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.ensemble import Architecture, Recipe, TrainedStack, stack_logits, to_keras, train_stack
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """K models to train: model k trains on `x[keep[k]]`.
+
+    Points with `keep[k]` False are data model k does not train on but that
+    its defense may use as non-member reference data (adversarial
+    regularization): the defender's reference split for the target, the
+    other half of the pool for a shadow. They are never attack candidates
+    of the model being trained.
+    """
+
+    architecture: Architecture
+    recipe: Recipe
+    x: np.ndarray
+    y: np.ndarray
+    keep: np.ndarray  # (K, N) bool
+    seed: int
+    label: str | None = None
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class DefendedModels:
+    """K trained models as an attacker sees them.
+
+    `observe(x)` gives the (K, N, C) outputs released to a querying party,
+    as logits or log-probabilities (attacks only use them through softmax).
+    `network(k)` is model k's deployable Keras network; for output defenses
+    it is the network before its outputs are post-processed.
+    """
+
+    observe: Callable[[np.ndarray], np.ndarray]
+    network: Callable[[int], Any]
+    history: dict[str, np.ndarray]
+    info: dict[str, float] = field(default_factory=dict)
+
+
+def from_stack(stack: TrainedStack, info: dict[str, float] | None = None) -> DefendedModels:
+    """A plain trained stack: outputs are its logits, networks its Keras exports."""
+    return DefendedModels(
+        observe=lambda x: stack_logits(stack, x),
+        network=lambda k: to_keras(stack, k),
+        history=stack.history,
+        info=info or {},
+    )
+
+
+def train_plain(job: TrainingJob) -> TrainedStack:
+    """The job's models trained with its recipe as is."""
+    return train_stack(
+        job.architecture, job.recipe, job.x, job.y, job.keep, seed=job.seed, eval_data=job.eval_data, progress=job.label
+    )
