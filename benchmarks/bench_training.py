@@ -132,12 +132,16 @@ def row_sequential(cfg: Config) -> Row:
         keras.backend.clear_session()
         keras.utils.set_random_seed(cfg.seed * 100_003 + k)
         model = keras_model(arch, recipe)
-        model.compile(keras.optimizers.Adam(recipe.learning_rate), "sparse_categorical_crossentropy")
+        model.compile(
+            keras.optimizers.Adam(recipe.learning_rate), "sparse_categorical_crossentropy"
+        )
         rows = data["keep"][k]
         model.fit(x[rows], y[rows], epochs=recipe.epochs, batch_size=recipe.batch_size, verbose=0)
         wall += time.perf_counter() - t0
         accs.append((model.predict(x[test], verbose=0).argmax(-1) == y[test]).mean())
-    return Row("sequential keras fit", wall, float(np.mean(accs)), _rss_high_water_mib(), rss_before)
+    return Row(
+        "sequential keras fit", wall, float(np.mean(accs)), _rss_high_water_mib(), rss_before
+    )
 
 
 def row_matmul_peak(cfg: Config) -> Row:
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = {name: run_isolated(name, cfg) for name in ROWS}
     print(f"finished; {_load()}\n")
 
-    print(f"{'row':24s} {'wall s':>9s} {'mean test acc':>14s} {'peak RSS MiB':>13s} {'RSS before':>11s}")
+    header = ("row", "wall s", "mean test acc", "peak RSS MiB", "RSS before")
+    print("{:24s} {:>9s} {:>14s} {:>13s} {:>11s}".format(*header))
     for row in rows.values():
         if row.name == "float32 matmul peak":
             continue

@@ -32,6 +32,19 @@ def strongest(row: dict[str, Any], key: str) -> tuple[str, float | None]:
     return name, value
 
 
+def frontier_csv(table: dict[str, dict[str, Any]]) -> str:
+    """One row per target: utility against the strongest attack, for a DVC scatter plot."""
+    lines = ["target,test_accuracy,max_auc,max_tpr_at_1pct_fpr"]
+    for name, row in table.items():
+        auc, tpr = strongest(row, "auc")[1], strongest(row, "tpr_at_1pct_fpr")[1]
+        lines.append(f"{name},{row['test_accuracy']:.6g},{_csv(auc)},{_csv(tpr)}")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "n/m"

@@ -108,7 +108,9 @@ def test_batched_accuracy_matches_sequential_keras(digits):
     for i in range(k):
         keras.utils.set_random_seed(100 + i)
         model = E.keras_model(arch, recipe)
-        model.compile(keras.optimizers.Adam(recipe.learning_rate), "sparse_categorical_crossentropy")
+        model.compile(
+            keras.optimizers.Adam(recipe.learning_rate), "sparse_categorical_crossentropy"
+        )
         model.fit(x[keep[i]], y[keep[i]], epochs=recipe.epochs, batch_size=32, verbose=0)
         pred = model.predict(x[test], verbose=0).argmax(-1)
         sequential.append((pred == y[test]).mean())
@@ -210,6 +212,20 @@ def test_to_keras_matches_stack_logits_also_after_save(arch, tmp_path):
     np.testing.assert_allclose(E.keras_logits(loaded, x), logits[2], atol=1e-5)
 
 
+def test_stack_logits_same_architecture_any_k():
+    """Model k's logits do not depend on K or on what was traced before."""
+    x = np.random.default_rng(0).normal(size=(20, 8, 8, 1)).astype(np.float32)
+    weights = E._init_weights(CNN, 3, np.random.default_rng(1))
+    recipe = E.Recipe(1, 4, 1e-3)
+    for w in weights:
+        w += 0.01  # non-zero biases
+    big = E.TrainedStack(CNN, recipe, tuple(weights), {})
+    logits_big = E.stack_logits(big, x)
+    for k in (2, 0):
+        small = E.TrainedStack(CNN, recipe, tuple(w[k : k + 1] for w in weights), {})
+        np.testing.assert_allclose(E.stack_logits(small, x)[0], logits_big[k], atol=1e-5)
+
+
 def test_stack_logits_chunks_agree():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8, 8, 1)).astype(np.float32)
@@ -268,7 +284,8 @@ def test_dropout_masks_are_independent_and_inverted():
     w[1] += 0.5  # positive biases: every hidden unit active, so every drop shows
     x = np.tile(np.random.default_rng(1).normal(size=(1, 1, 5)).astype(np.float32), (2, 4000, 1))
     clean = E._forward(arch, w, tf.constant(x)).numpy()
-    noisy = E._forward(arch, w, tf.constant(x), dropout=0.5, dropout_seed=tf.constant([3, 4])).numpy()
+    seed = tf.constant([3, 4])
+    noisy = E._forward(arch, w, tf.constant(x), dropout=0.5, dropout_seed=seed).numpy()
     np.testing.assert_allclose(clean[0], clean[1])
     assert np.allclose(clean[0, 0], clean[0, 1])
     assert not np.allclose(noisy[0, :10], noisy[1, :10])  # models
@@ -285,7 +302,9 @@ def test_dropout_is_on_in_training_and_off_in_stack_logits(digits):
         stack = E.train_stack(MLP, E.Recipe(20, 32, 3e-3, dropout=rate), x, y, keep, seed=0)
         logits = E.stack_logits(stack, x)
         np.testing.assert_array_equal(logits, E.stack_logits(stack, x))  # no randomness
-        inference = np.array([(logits[k, keep[k]].argmax(-1) == y[keep[k]]).mean() for k in range(2)])
+        inference = np.array(
+            [(logits[k, keep[k]].argmax(-1) == y[keep[k]]).mean() for k in range(2)]
+        )
         gaps[rate] = inference - stack.history["accuracy"][:, -1]
     assert np.all(gaps[0.8] > 0.05), gaps
     assert np.all(np.abs(gaps[0.0]) < 0.03), gaps

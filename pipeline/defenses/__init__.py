@@ -16,6 +16,8 @@ from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, trai
 _REGISTRY: dict[str, str] = {
     "dropout": "pipeline.defenses.regularization:dropout",
     "l2": "pipeline.defenses.regularization:l2",
+    "dp_sgd": "pipeline.defenses.dp_sgd:train",
+    "label_smoothing": "pipeline.defenses.regularization:label_smoothing",
 }
 
 

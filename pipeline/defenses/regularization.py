@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.config import DropoutDefense, L2Defense
+from pipeline.config import DropoutDefense, L2Defense, LabelSmoothingDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
 
 
@@ -20,3 +20,8 @@ def dropout(job: TrainingJob, defense: DropoutDefense) -> DefendedModels:
 def l2(job: TrainingJob, defense: L2Defense) -> DefendedModels:
     """An L2 penalty on every kernel."""
     return _with_recipe(job, l2=defense.weight)
+
+
+def label_smoothing(job: TrainingJob, defense: LabelSmoothingDefense) -> DefendedModels:
+    """Smoothed one-hot targets: members cannot be fit to full confidence."""
+    return _with_recipe(job, label_smoothing=defense.smoothing)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.config import Params, flatten
 from pipeline.evaluation import most_exposed
 from pipeline.io import atomic_path, load_npz, read_json, write_json, write_text
-from pipeline.report import build_table, markdown, privacy_utility_figure, roc_figure, strongest
+from pipeline.report import build_table, frontier_csv, markdown, privacy_utility_figure, roc_figure, strongest
 from pipeline.types import AttackScores
 from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, read_roc_csv, tracked
 
@@ -69,6 +69,7 @@ def run(params: Params) -> None:
         roc = roc_figure({name: read_roc_csv(PLOTS / "roc" / f"{name}.csv") for name in targets})
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
+        write_text(PLOTS / "frontier.csv", frontier_csv(table))
         write_text(REPORTS / "report.md", markdown(table, context, exposed))
         _save_figure(roc, REPORTS / "roc.png")
         _save_figure(tradeoff, REPORTS / "privacy_utility.png")

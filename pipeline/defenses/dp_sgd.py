@@ -1,0 +1,483 @@
+"""DP-SGD (Abadi et al. 2016) for K models at once, native to TensorFlow 2 / Keras 3.
+
+Each of the job's K models trains on its own points ``x[keep[k]]`` (n each)
+for ``epochs * round(n / batch_size)`` steps. A step of model k:
+
+1. Poisson sampling: every one of its n points joins the batch on its own
+   with probability q = batch_size / n, so the batch size varies.
+2. Per-example gradients of the cross-entropy, each clipped to L2 norm
+   <= C over all layers together, then summed.
+3. Gaussian noise N(0, (sigma C)^2) on every coordinate of the sum, and
+   division by the expected batch size q n.
+4. An Adam step (the recipe's optimizer, `ensemble._Trainer`'s fused
+   kernel); any update computed from the noisy gradient is post-processing.
+
+Epsilon is accounted for the Poisson-subsampled Gaussian mechanism by
+`pipeline.dp_accounting` (RDP or PLD); sigma is calibrated from
+`target_epsilon` when no `noise_multiplier` is given.
+
+How it runs. One epoch is one traced graph (a while-loop over its steps),
+all K models in it:
+
+- Variable batches in a graph: each step draws a (K, n) uniform mask in the
+  graph (stateless, seeded), sorts every row's selected positions first,
+  and gathers the first M = max_k |batch_k| of them: a dynamic shape, so
+  no retracing and no fixed buffer; model k's positions beyond its own
+  count are padding with clip factor 0. For K = 1 there is no padding at
+  all, and for K models M is only a few standard deviations above q n. (A
+  mask over all n points each step was the alternative; it costs n / (q n)
+  = 1/q times the compute, ~11x at the default 32 of 350.)
+- Per-example gradients without a loop over examples: one backward pass
+  gives every example's gradient with respect to each layer's
+  pre-activation output, g_i (examples do not interact). A Dense layer's
+  per-example kernel gradient is the outer product a_i g_i^T of its input
+  and g_i, whose squared norm is |a_i|^2 |g_i|^2, so the norms need no
+  per-example gradient at all ("ghost" norms, Goodfellow 2015); the
+  clipped sum is the single matmul A^T (c * G) with the clip factors c.
+  A Conv2D layer's per-example kernel gradient is sum over positions of
+  patch ⊗ g, materialised with one einsum over `extract_patches` (small
+  for 3x3 kernels) and weighted by c. All of it is batched over K.
+
+The recipe's dropout, L2 and label smoothing are honoured: dropout masks
+are per example, so per-example gradients stay exact; the L2 penalty's
+gradient depends on the weights only and is added after the noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import DpSgdDefense
+from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
+from pipeline.dp_accounting import calibrate_noise, epsilon
+from pipeline.ensemble import (
+    Architecture,
+    Recipe,
+    TrainedStack,
+    _evaluate,
+    _init_weights,
+    _Trainer,
+)
+from pipeline.errors import PipelineError
+from pipeline.tf_runtime import tf
+
+__all__ = [
+    "train",
+    "DpPlan",
+    "plan",
+    "poisson_batch",
+    "clip_factors",
+    "clip_per_example",
+    "add_noise",
+    "per_example_gradients",
+    "clipped_sum",
+]
+
+
+# --------------------------------------------------------------------------
+# The privacy plan of a job
+
+
+@dataclasses.dataclass(frozen=True)
+class DpPlan:
+    """Sampling, noise and the resulting guarantee for n points per model."""
+
+    recipe: Recipe  # the recipe actually trained (DP overrides applied)
+    n: int
+    sampling_rate: float
+    steps_per_epoch: int
+    noise_multiplier: float
+    clip_norm: float
+    delta: float
+    epsilon: float
+    accountant: str
+
+    @property
+    def steps(self) -> int:
+        return self.recipe.epochs * self.steps_per_epoch
+
+    def info(self) -> dict[str, float]:
+        return {
+            "dp_epsilon": float(self.epsilon),
+            "dp_delta": float(self.delta),
+            "dp_noise_multiplier": float(self.noise_multiplier),
+            "dp_clip_norm": float(self.clip_norm),
+            "dp_sampling_rate": float(self.sampling_rate),
+            "dp_steps": float(self.steps),
+        }
+
+
+def plan(recipe: Recipe, n: int, defense: DpSgdDefense) -> DpPlan:
+    """Apply the defense's overrides to `recipe` and account for n points per model.
+
+    q = batch_size / n (capped at 1: a batch_size above n means full-batch
+    steps), steps per epoch round(1 / q).
+    """
+    recipe = dataclasses.replace(
+        recipe,
+        epochs=defense.epochs or recipe.epochs,
+        batch_size=defense.batch_size or recipe.batch_size,
+        learning_rate=defense.learning_rate or recipe.learning_rate,
+    )
+    if n < 1:
+        raise PipelineError("dp_sgd: the job has no training points")
+    q = min(1.0, recipe.batch_size / n)
+    steps_per_epoch = max(1, round(1.0 / q))
+    steps = recipe.epochs * steps_per_epoch
+    if defense.noise_multiplier is None:
+        sigma = calibrate_noise(
+            float(defense.target_epsilon), q, steps, defense.delta, defense.accountant
+        )
+    else:
+        sigma = float(defense.noise_multiplier)
+    eps = epsilon(sigma, q, steps, defense.delta, defense.accountant)
+    return DpPlan(
+        recipe, n, q, steps_per_epoch, sigma, defense.clip_norm, defense.delta, eps, defense.accountant
+    )
+
+
+# --------------------------------------------------------------------------
+# Sampling, clipping and noise (the DP primitives, usable on their own)
+
+
+def poisson_batch(members: tf.Tensor, sampling_rate: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One Poisson-sampled batch per model, padded to the largest: (idx, valid), both (K, M).
+
+    members (K, n) are each model's rows of x; every one is drawn on its
+    own with probability `sampling_rate` (stateless, from the (2,) `seed`).
+    Row k of idx lists model k's drawn rows first, in members order, then
+    padding (valid False); M = max_k |batch_k| is a dynamic size.
+    """
+    chosen = tf.random.stateless_uniform(tf.shape(members), seed) < sampling_rate
+    counts = tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1)
+    first = tf.argsort(tf.cast(tf.logical_not(chosen), tf.int32), axis=1, stable=True)
+    first = first[:, : tf.reduce_max(counts)]
+    valid = tf.range(tf.shape(first)[1])[None, :] < counts[:, None]
+    return tf.gather(members, first, batch_dims=1), valid
+
+
+def clip_factors(sq_norms: tf.Tensor, clip_norm: float) -> tf.Tensor:
+    """min(1, C / |g|) per example from squared norms; 1 for a zero gradient."""
+    norms = tf.sqrt(tf.maximum(sq_norms, 0.0))
+    return tf.minimum(1.0, clip_norm / tf.maximum(norms, 1e-12))
+
+
+def clip_per_example(grads: list[tf.Tensor], clip_norm: float, batch_axes: int = 2) -> list[tf.Tensor]:
+    """Clip materialised per-example gradients to joint L2 norm <= C.
+
+    Each tensor is (*batch, ...) with `batch_axes` leading axes (K, B by
+    default); an example's norm is over all its tensors together.
+    """
+    sq = tf.add_n(
+        [tf.reduce_sum(tf.square(g), axis=list(range(batch_axes, len(g.shape)))) for g in grads]
+    )
+    c = clip_factors(sq, clip_norm)
+    return [g * tf.reshape(c, c.shape + (1,) * (len(g.shape) - batch_axes)) for g in grads]
+
+
+def add_noise(
+    summed: list[tf.Tensor], noise_multiplier: float, clip_norm: float, seed: tf.Tensor
+) -> list[tf.Tensor]:
+    """Add N(0, (sigma C)^2) to every coordinate; `seed` is a stateless (2,) int seed."""
+    out = []
+    for i, g in enumerate(summed):
+        s = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), i)
+        out.append(g + tf.random.stateless_normal(tf.shape(g), s, stddev=noise_multiplier * clip_norm))
+    return out
+
+
+# --------------------------------------------------------------------------
+# The forward pass with its layers exposed
+
+
+@dataclasses.dataclass
+class _Layer:
+    kind: str  # "dense" or "conv"
+    inputs: tf.Tensor  # dense: (K, B, d); conv: (B, H, W, K*Cin), models side by side
+    outputs: tf.Tensor  # pre-activation, bias included; dense: (K, B, h); conv: (B, H, W, K*Cout)
+
+
+def _forward_layers(
+    arch: Architecture,
+    weights: list[tf.Tensor],
+    x: tf.Tensor,
+    dropout: float = 0.0,
+    dropout_seed: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, list[_Layer]]:
+    """Logits (K, B, C) of K models on their own batches x (K, B, ...), and each layer.
+
+    The same computation as `ensemble._forward` (a test checks it), keeping
+    every parametric layer's input and pre-activation output.
+    """
+    n_models = weights[0].shape[0]
+    layers: list[_Layer] = []
+    i = 0
+    if arch.kind == "cnn":
+        _, _, h, w, c = x.shape
+        y = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [-1, h, w, n_models * c])
+        for _ in arch.conv_filters:
+            kernel, bias = weights[i], weights[i + 1]
+            cin, cout = kernel.shape[3], kernel.shape[4]
+            kmat = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, cin, n_models * cout])
+            z = tf.nn.conv2d(y, kmat, strides=1, padding="SAME") + tf.reshape(bias, [n_models * cout])
+            layers.append(_Layer("conv", y, z))
+            y = tf.nn.max_pool2d(tf.nn.relu(z), 2, 2, "VALID")
+            i += 2
+        _, h, w, _ = y.shape
+        y = tf.reshape(y, [-1, h, w, n_models, arch.conv_filters[-1]])
+        x = tf.transpose(y, [3, 0, 1, 2, 4])
+    kernel, bias, out_kernel, out_bias = weights[i : i + 4]
+    a = tf.reshape(x, [n_models, -1, kernel.shape[1]])
+    z = tf.einsum("kbd,kdh->kbh", a, kernel) + bias[:, None, :]
+    layers.append(_Layer("dense", a, z))
+    hdn = tf.nn.relu(z)
+    if dropout > 0.0 and dropout_seed is not None:
+        keep_mask = tf.random.stateless_uniform(tf.shape(hdn), seed=dropout_seed) >= dropout
+        hdn = tf.where(keep_mask, hdn / (1.0 - dropout), tf.zeros_like(hdn))
+    logits = tf.einsum("kbh,khc->kbc", hdn, out_kernel) + out_bias[:, None, :]
+    layers.append(_Layer("dense", hdn, logits))
+    return logits, layers
+
+
+def _per_example_loss(logits: tf.Tensor, labels: tf.Tensor, n_classes: int, smoothing: float) -> tf.Tensor:
+    """Cross-entropy per example (K, B), as Keras's (with label smoothing)."""
+    if smoothing > 0.0:
+        target = tf.one_hot(labels, n_classes) * (1.0 - smoothing) + smoothing / n_classes
+        return tf.nn.softmax_cross_entropy_with_logits(target, logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+
+
+def _conv_split(layer: _Layer, n_models: int) -> tuple[tf.Tensor, int, int]:
+    """Per-model patches (K, B, H, W, 3, 3, Cin) of a conv layer's input, Cin, Cout."""
+    cin = layer.inputs.shape[-1] // n_models
+    cout = layer.outputs.shape[-1] // n_models
+    patches = tf.image.extract_patches(layer.inputs, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
+    b, h, w = tf.shape(patches)[0], patches.shape[1], patches.shape[2]
+    patches = tf.reshape(patches, [b, h, w, 3, 3, n_models, cin])  # (kh, kw, channel) order
+    return tf.transpose(patches, [5, 0, 1, 2, 3, 4, 6]), cin, cout
+
+
+def _conv_out_grads(g: tf.Tensor, n_models: int, cout: int) -> tf.Tensor:
+    """(B, H, W, K*Cout) -> (K, B, H, W, Cout)."""
+    b, h, w = tf.shape(g)[0], g.shape[1], g.shape[2]
+    return tf.transpose(tf.reshape(g, [b, h, w, n_models, cout]), [3, 0, 1, 2, 4])
+
+
+def _output_grads(
+    arch: Architecture,
+    recipe: Recipe,
+    weights: list[tf.Tensor],
+    x: tf.Tensor,
+    y: tf.Tensor,
+    valid: tf.Tensor | None,
+    dropout_seed: tf.Tensor | None,
+) -> tuple[tf.Tensor, list[_Layer], list[tf.Tensor], tf.Tensor]:
+    """Forward and one backward pass: logits, layers, dL_i/dz per layer, losses (K, B)."""
+    with tf.GradientTape() as tape:
+        tape.watch(weights)  # plain tensors too, so every layer's output is on the tape
+        logits, layers = _forward_layers(arch, weights, x, recipe.dropout, dropout_seed)
+        losses = _per_example_loss(logits, y, arch.n_classes, recipe.label_smoothing)
+        total = tf.reduce_sum(losses if valid is None else tf.where(valid, losses, 0.0))
+    grads = tape.gradient(total, [layer.outputs for layer in layers])
+    return logits, layers, grads, losses
+
+
+def per_example_gradients(
+    arch: Architecture, recipe: Recipe, weights: list[tf.Tensor], x: tf.Tensor, y: tf.Tensor
+) -> list[tf.Tensor]:
+    """Every example's loss gradient, materialised: one (K, B, *shape) per weight.
+
+    x is (K, B, *input_shape), y (K, B). Dropout runs only in training (no
+    seed here). Used by tests and small checks; training never builds these
+    for Dense layers (see the module docstring).
+    """
+    recipe = dataclasses.replace(recipe, dropout=0.0)
+    _, layers, grads, _ = _output_grads(arch, recipe, weights, x, y, None, None)
+    k = weights[0].shape[0]
+    out: list[tf.Tensor] = []
+    for layer, g in zip(layers, grads):
+        if layer.kind == "dense":
+            out += [tf.einsum("kbd,kbh->kbdh", layer.inputs, g), g]
+        else:
+            patches, _, cout = _conv_split(layer, k)
+            gk = _conv_out_grads(g, k, cout)
+            out += [tf.einsum("kbhwijc,kbhwd->kbijcd", patches, gk), tf.reduce_sum(gk, axis=[2, 3])]
+    return out
+
+
+def clipped_sum(
+    arch: Architecture,
+    recipe: Recipe,
+    weights: list[tf.Tensor],
+    x: tf.Tensor,
+    y: tf.Tensor,
+    valid: tf.Tensor,
+    clip_norm: float,
+    dropout_seed: tf.Tensor | None = None,
+) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+    """Sum over each model's valid examples of its clipped per-example gradient.
+
+    x (K, B, ...), y (K, B), valid (K, B) bool (False: padding, left out).
+    Returns the K-stacked sums in weight order, the per-example losses and
+    the correct-prediction indicators (K, B), both zero on padding.
+    """
+    k = weights[0].shape[0]
+    logits, layers, grads, losses = _output_grads(arch, recipe, weights, x, y, valid, dropout_seed)
+    sq_norms = []
+    parts = []  # per layer: ("dense", a, g) or ("conv", per-example kernel grads, g)
+    for layer, g in zip(layers, grads):
+        if layer.kind == "dense":
+            g_sq = tf.reduce_sum(tf.square(g), axis=-1)
+            a_sq = tf.reduce_sum(tf.square(layer.inputs), axis=-1)
+            sq_norms.append(g_sq * (a_sq + 1.0))  # kernel |a|^2 |g|^2, bias |g|^2
+            parts.append(("dense", layer.inputs, g))
+        else:
+            patches, _, cout = _conv_split(layer, k)
+            gk = _conv_out_grads(g, k, cout)
+            kernel_g = tf.einsum("kbhwijc,kbhwd->kbijcd", patches, gk)
+            bias_g = tf.reduce_sum(gk, axis=[2, 3])
+            sq_norms.append(
+                tf.reduce_sum(tf.square(kernel_g), axis=[2, 3, 4, 5]) + tf.reduce_sum(tf.square(bias_g), -1)
+            )
+            parts.append(("conv", kernel_g, bias_g))
+    c = clip_factors(tf.add_n(sq_norms), clip_norm) * tf.cast(valid, tf.float32)  # (K, B)
+    sums: list[tf.Tensor] = []
+    for kind, first, second in parts:
+        if kind == "dense":
+            cg = second * c[:, :, None]
+            sums += [tf.einsum("kbd,kbh->kdh", first, cg), tf.reduce_sum(cg, axis=1)]
+        else:
+            sums += [tf.einsum("kbijcd,kb->kijcd", first, c), tf.einsum("kbd,kb->kd", second, c)]
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    valid_f = tf.cast(valid, tf.float32)
+    correct = tf.cast(tf.equal(pred, y), tf.float32) * valid_f
+    return sums, losses * valid_f, correct
+
+
+# --------------------------------------------------------------------------
+# Training
+
+
+class _DpTrainer(_Trainer):
+    """`ensemble._Trainer`'s variables and Adam, with DP-SGD epochs.
+
+    The epoch function's first argument is each model's member indices
+    (K, n) into x, fixed for the run (not a shuffled order).
+    """
+
+    def __init__(self, arch: Architecture, dp: DpPlan, init: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> None:
+        super().__init__(arch, dp.recipe, init, x, y, dp.n)
+        self.dp = dp
+        self.n_steps = dp.steps_per_epoch
+
+    def _dp_step(self, members: tf.Tensor, seed: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        dp, n = self.dp, self.dp.n
+        sample_seed = tf.stack([seed, 3 * s])
+        noise_seed = tf.stack([seed, 3 * s + 1])
+        dropout_seed = tf.stack([seed, 3 * s + 2])
+        idx, valid = poisson_batch(members, dp.sampling_rate, sample_seed)
+        counts = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+        sums, losses, correct = clipped_sum(
+            self.arch, self.recipe, self.vars, tf.gather(self.x, idx), tf.gather(self.y, idx),
+            valid, dp.clip_norm, dropout_seed if self.recipe.dropout > 0 else None,
+        )  # fmt: skip
+        noisy = add_noise(sums, dp.noise_multiplier, dp.clip_norm, noise_seed)
+        scale = 1.0 / (dp.sampling_rate * n)
+        grads = [g * scale for g in noisy]
+        if self.recipe.l2 > 0:  # data-independent: added after the noise
+            grads = [
+                g + 2.0 * self.recipe.l2 * w if len(w.shape) > 2 else g
+                for g, w in zip(grads, self.vars)
+            ]
+        self._apply_adam(grads)
+        return tf.reduce_sum(losses, 1), tf.reduce_sum(correct, 1), tf.cast(counts, tf.float32)
+
+    def _epoch(self, members: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """All steps of one epoch: per-model sums of losses, correct predictions and batch sizes."""
+        k = members.shape[0]
+
+        def body(s, loss_sum, correct, seen):
+            l, c, b = self._dp_step(members, seed, s)
+            return s + 1, loss_sum + l, correct + c, seen + b
+
+        _, loss_sum, correct, seen = tf.while_loop(
+            lambda s, *_: s < self.n_steps,
+            body,
+            (tf.constant(0), tf.zeros([k]), tf.zeros([k]), tf.zeros([k])),
+        )
+        return loss_sum, correct, seen
+
+
+def _progress_bar(label: str | None, total: int) -> tqdm | None:
+    """A tqdm bar over epochs on stderr; none without a label or when stderr is not a TTY."""
+    if label is None or not sys.stderr.isatty():
+        return None
+    return tqdm(total=total, desc=label, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+
+def train(job: TrainingJob, defense: DpSgdDefense) -> DefendedModels:
+    """Train the job's K models with DP-SGD; `info` carries the guarantee.
+
+    history: "loss"/"accuracy" per epoch (K, epochs), means over the
+    examples the epoch's Poisson batches drew, in training mode; plus
+    "val_loss"/"val_accuracy" on `job.eval_data`. Same seed, same weights.
+    """
+    arch = job.architecture
+    x = np.ascontiguousarray(job.x, dtype=np.float32)
+    y = np.asarray(job.y)
+    keep = np.asarray(job.keep, dtype=bool)
+    if x.shape[1:] != tuple(arch.input_shape):
+        raise PipelineError(f"x has per-example shape {x.shape[1:]}, architecture expects {arch.input_shape}")
+    if keep.ndim != 2 or keep.shape[0] < 1 or keep.shape[1] != len(x) or y.shape != (len(x),):
+        raise PipelineError(
+            f"keep must be (K, N) with N = len(x) = len(y); got keep {keep.shape}, x {x.shape}, y {y.shape}"
+        )
+    counts = keep.sum(axis=1)
+    if np.any(counts != counts[0]) or counts[0] == 0:
+        raise PipelineError(
+            f"dp_sgd: every row of keep must select the same, non-zero number of points; got counts "
+            f"{sorted(set(counts.tolist()))[:8]}"
+        )
+    if y.min() < 0 or y.max() >= arch.n_classes:
+        raise PipelineError(f"labels must lie in [0, {arch.n_classes}), got range [{y.min()}, {y.max()}]")
+
+    k, n = keep.shape[0], int(counts[0])
+    dp = plan(job.recipe, n, defense)
+    rng = np.random.default_rng(job.seed)
+    init = _init_weights(arch, k, rng)
+    members = np.stack([np.flatnonzero(row) for row in keep]).astype(np.int32)
+    trainer = _DpTrainer(arch, dp, init, x, y)
+
+    hist: dict[str, list[np.ndarray]] = {"loss": [], "accuracy": []}
+    if job.eval_data is not None:
+        hist["val_loss"], hist["val_accuracy"] = [], []
+    bar = _progress_bar(job.label, dp.recipe.epochs)
+    members_t = tf.constant(members)
+    for _ in range(dp.recipe.epochs):
+        epoch_seed = tf.constant(np.int32(rng.integers(0, 2**31 - 1)))
+        loss_sum, correct, seen = (t.numpy() for t in trainer.epoch(members_t, epoch_seed))
+        seen = np.maximum(seen, 1.0)
+        hist["loss"].append(loss_sum / seen)
+        hist["accuracy"].append(correct / seen)
+        post = {"loss": float(hist["loss"][-1].mean()), "acc": float(hist["accuracy"][-1].mean())}
+        if job.eval_data is not None:
+            vl, va = _evaluate(arch, dp.recipe, trainer.vars, *job.eval_data)
+            hist["val_loss"].append(vl)
+            hist["val_accuracy"].append(va)
+            post["val_acc"] = float(va.mean())
+        if bar is not None:
+            bar.set_postfix({key: f"{val:.3f}" for key, val in post.items()} | {"eps": f"{dp.epsilon:.2f}"})
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    stack = TrainedStack(
+        architecture=arch,
+        recipe=dp.recipe,
+        weights=tuple(v.numpy() for v in trainer.vars),
+        history={key: np.stack(val, axis=1).astype(np.float32) for key, val in hist.items()},
+    )
+    return from_stack(stack, dp.info())
