@@ -140,7 +140,17 @@ class AttackParams(_Strict):
 
 
 class DefenseSettings(_Strict):
+    """Which configured defenses run (each becomes a stage defend@<name>), and how they are attacked."""
+
     adaptive: bool = True
+    run: tuple[str, ...] = ("dropout", "l2")
+
+    @field_validator("run")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each defense may be listed once (got {list(value)})")
+        return value
 
 
 class DropoutDefense(_Strict):
@@ -289,9 +299,19 @@ class Params(_Strict):
     defenses: dict[str, Defense] = Field(default_factory=dict)
 
     @model_validator(mode="after")
+    def _runs_configured_defenses(self) -> "Params":
+        missing = [name for name in self.defense.run if name not in self.defenses]
+        if missing:
+            raise ValueError(
+                f"defense.run: {missing[0]!r} is not configured under defenses "
+                f"(configured: {', '.join(self.defenses) or 'none'})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _reference_for_adversarial_regularization(self) -> "Params":
-        for name, defense in self.defenses.items():
-            if defense.type == "adversarial_regularization" and self.data.n_defender_reference < 1:
+        for name in self.defense.run:
+            if self.defenses[name].type == "adversarial_regularization" and self.data.n_defender_reference < 1:
                 raise ValueError(
                     f"data.n_defender_reference: defense {name!r} (adversarial_regularization) needs "
                     f"defender reference data (got {self.data.n_defender_reference})"

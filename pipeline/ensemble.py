@@ -12,6 +12,14 @@ target model is the K=1 case of the same code.
 Weights are stored in the order ``keras.Model.get_weights()`` lists them
 for the model ``to_keras`` builds, so exporting is a slice per array.
 
+Training-time defenses hook in without a trainer of their own:
+`train_stack` takes soft targets (per model), a custom per-model loss
+(`Batch` -> (K,)), per-model held-out points scored after every epoch, and
+host-side `StackCallback`s that may stop training and choose the returned
+weights (`PerModelEarlyStopping`). `_Trainer` subclasses (DP-SGD,
+adversarial regularization) reuse its variables, fused Adam and, through
+`_fit`, the epoch loop. None of it changes the plain path's graph.
+
 Each epoch is one traced graph (a while-loop over its steps) without XLA:
 measured on 2 CPU cores, ``jit_compile=True`` made the digit MLPs' steps
 only slightly faster but paid seconds of compile time per call, ran the
@@ -23,7 +31,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -35,6 +43,10 @@ __all__ = [
     "Architecture",
     "Recipe",
     "TrainedStack",
+    "Batch",
+    "LossFn",
+    "StackCallback",
+    "PerModelEarlyStopping",
     "train_stack",
     "stack_logits",
     "to_keras",
@@ -234,10 +246,22 @@ def _forward(
 
 
 def _per_model_loss(
-    logits: tf.Tensor, labels: tf.Tensor, n_classes: int, smoothing: float
+    logits: tf.Tensor,
+    labels: tf.Tensor,
+    n_classes: int,
+    smoothing: float,
+    targets: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Cross-entropy, mean over each model's batch: (K, B, C), (K, B) -> (K,)."""
-    if smoothing > 0.0:
+    """Cross-entropy, mean over each model's batch: (K, B, C), (K, B) -> (K,).
+
+    With `targets` (K, B, C) probabilities, the cross-entropy is against
+    them instead of the one-hot labels (smoothed the same way, as Keras's
+    CategoricalCrossentropy smooths whatever targets it is given).
+    """
+    if targets is not None:
+        target = targets * (1.0 - smoothing) + smoothing / n_classes if smoothing > 0.0 else targets
+        ce = tf.nn.softmax_cross_entropy_with_logits(target, logits)
+    elif smoothing > 0.0:
         target = tf.one_hot(labels, n_classes) * (1.0 - smoothing) + smoothing / n_classes
         ce = tf.nn.softmax_cross_entropy_with_logits(target, logits)
     else:
@@ -256,22 +280,171 @@ def _l2_term(weights: list[tf.Tensor], l2: float) -> tf.Tensor:
 
 
 # --------------------------------------------------------------------------
+# Training hooks
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training step as a custom loss (`train_stack(loss_fn=...)`) sees it.
+
+    All fields are tensors of the traced epoch graph: `logits` (K, B, C) in
+    training mode (dropout on), `labels` (K, B) int32, `targets` (K, B, C)
+    when soft targets were given (else None), `loss` (K,) the recipe's
+    cross-entropy of each model's batch (against `targets` if given, label
+    smoothing applied, no L2), `epoch` () int32 counting from 0 and `step`
+    () int32, the step within the epoch.
+    """
+
+    logits: tf.Tensor
+    labels: tf.Tensor
+    targets: tf.Tensor | None
+    loss: tf.Tensor
+    epoch: tf.Tensor
+    step: tf.Tensor
+
+
+LossFn = Callable[[Batch], tf.Tensor]
+"""A per-model training objective: Batch -> (K,), minimised (the trainer adds L2).
+
+Model k's entry may depend on model k's slice of the batch only (the
+objective is summed over models before differentiation).
+"""
+
+
+class StackCallback:
+    """Host-side hooks between epochs of `train_stack` (all models at once).
+
+    `on_epoch_end` sees the epoch's per-model logs ((K,) arrays: "loss",
+    "accuracy", "val_*", "holdout_*", ...) and the live stacked weight
+    variables; setting `stop_training` ends training after this epoch.
+    `on_train_end` gets the final stacked weights (numpy, leading axis K)
+    and returns the weights to keep.
+    """
+
+    stop_training: bool = False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, np.ndarray], weights: Sequence[tf.Variable]) -> None:
+        pass
+
+    def on_train_end(self, weights: list[np.ndarray]) -> list[np.ndarray]:
+        return weights
+
+
+class PerModelEarlyStopping(StackCallback):
+    """keras.callbacks.EarlyStopping(mode="min", restore_best_weights=True), per model.
+
+    Each of the K models runs Keras's rule on its own entry of
+    `logs[monitor]`: an epoch improves when value - min_delta < best; after
+    `patience` epochs in a row without improvement (and not at epoch 0) the
+    model stops. A stopped model's best weights are frozen: later epochs of
+    the batched run (the other models still training) can no longer change
+    what it returns. Training ends when every model has stopped or the
+    epochs run out; every model then gets back the weights of its best
+    epoch (as Keras restores them whether or not it stopped early).
+
+    After training: `stopped_epoch` (K,) the 0-based epoch at which each
+    model stopped, -1 if it never did; `best_epoch` (K,) 0-based;
+    `epochs_trained` (K,) how many epochs each returned model trained.
+    """
+
+    def __init__(self, monitor: str = "holdout_loss", patience: int = 3, min_delta: float = 0.0) -> None:
+        if patience < 1:
+            raise PipelineError(f"early stopping needs patience >= 1, got {patience}")
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.best: np.ndarray | None = None
+        self.best_weights: list[np.ndarray] | None = None
+        self.epochs_run = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, np.ndarray], weights: Sequence[tf.Variable]) -> None:
+        if self.monitor not in logs:
+            raise PipelineError(
+                f"early stopping monitors {self.monitor!r}, which the epoch logs lack "
+                f"(they have {', '.join(logs)})"
+            )
+        current = np.asarray(logs[self.monitor], dtype=np.float64)
+        if self.best is None:
+            k = len(current)
+            self.best = np.full(k, np.inf)
+            self.wait = np.zeros(k, np.int64)
+            self.stopped = np.zeros(k, bool)
+            self.stopped_epoch = np.full(k, -1, np.int64)
+            self.best_epoch = np.full(k, epoch, np.int64)
+            self.best_weights = [np.array(w.numpy()) for w in weights]
+        self.epochs_run = epoch + 1
+        active = ~self.stopped
+        self.wait[active] += 1
+        improved = active & (current - self.min_delta < self.best)
+        if improved.any():
+            self.best[improved] = current[improved]
+            self.best_epoch[improved] = epoch
+            self.wait[improved] = 0
+            for best, w in zip(self.best_weights, weights):
+                best[improved] = w.numpy()[improved]
+        stop = active & ~improved & (self.wait >= self.patience) & (epoch > 0)
+        self.stopped |= stop
+        self.stopped_epoch[stop] = epoch
+        self.stop_training = bool(self.stopped.all())
+
+    def on_train_end(self, weights: list[np.ndarray]) -> list[np.ndarray]:
+        if self.best_weights is None:
+            return weights
+        return [np.array(b) for b in self.best_weights]
+
+    @property
+    def epochs_trained(self) -> np.ndarray:
+        return np.where(self.stopped_epoch >= 0, self.stopped_epoch + 1, self.epochs_run)
+
+
+# --------------------------------------------------------------------------
 # Training
+
+
+class _FusedAdam:
+    """keras.optimizers.Adam (Keras defaults) over stacked variables, as fused kernels.
+
+    TensorFlow's ``ResourceApplyAdam`` computes the update
+    keras.optimizers.Adam writes out op by op (alpha = lr * sqrt(1 - b2^t)
+    / (1 - b1^t); m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= alpha
+    m / (sqrt(v) + eps)) in one kernel per variable instead of ~15 ops.
+    """
+
+    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7  # keras.optimizers.Adam defaults
+
+    def __init__(self, variables: list[tf.Variable], learning_rate: float) -> None:
+        self.vars = variables
+        self.learning_rate = learning_rate
+        self.m = [tf.Variable(tf.zeros_like(w)) for w in variables]
+        self.v = [tf.Variable(tf.zeros_like(w)) for w in variables]
+        self.iterations = tf.Variable(0.0)
+
+    def apply(self, grads: list[tf.Tensor]) -> None:
+        t = self.iterations.assign_add(1.0)
+        b1p, b2p = tf.pow(self.beta_1, t), tf.pow(self.beta_2, t)
+        for var, m, v, g in zip(self.vars, self.m, self.v, grads):
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle, m=m.handle, v=v.handle,
+                beta1_power=b1p, beta2_power=b2p, lr=self.learning_rate,
+                beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon, grad=g,
+            )  # fmt: skip
 
 
 class _Trainer:
     """Variables, Adam state and the compiled epoch of one stack.
 
-    Adam is TensorFlow's fused ``ResourceApplyAdam`` kernel, whose update
-    is the one keras.optimizers.Adam writes out op by op (alpha = lr *
-    sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
-    w -= alpha m / (sqrt(v) + eps)), with Keras's defaults; a test checks
-    weights against keras `fit` step for step. It is one kernel instead of
-    ~15 ops per variable: for 64 digit MLPs on 2 CPU cores the update takes
-    0.5 ms instead of keras.optimizers.Adam's 1.5 ms, of a ~2-3 ms step.
+    Adam is TensorFlow's fused ``ResourceApplyAdam`` kernel (`_FusedAdam`);
+    a test checks weights against keras `fit` step for step. It is one
+    kernel instead of ~15 ops per variable: for 64 digit MLPs on 2 CPU
+    cores the update takes 0.5 ms instead of keras.optimizers.Adam's
+    1.5 ms, of a ~2-3 ms step.
+
+    Optional: `targets` soft targets, (N, C) shared or (K, N, C) per model,
+    trained on instead of the one-hot labels; `loss_fn` a custom objective
+    (see `Batch`). Subclasses may override `_step` (one step of all models)
+    or `_epoch`, and `epoch_logs` to add per-model (K,) numbers to each
+    epoch's logs and history.
     """
 
-    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7  # keras.optimizers.Adam defaults
+    beta_1, beta_2, epsilon = _FusedAdam.beta_1, _FusedAdam.beta_2, _FusedAdam.epsilon
 
     def __init__(
         self,
@@ -281,14 +454,19 @@ class _Trainer:
         x: np.ndarray,
         y: np.ndarray,
         n_per_model: int,
+        *,
+        targets: np.ndarray | None = None,
+        loss_fn: LossFn | None = None,
     ) -> None:
         self.arch, self.recipe = arch, recipe
         self.vars = [tf.Variable(w) for w in init]
-        self.m = [tf.Variable(tf.zeros_like(w)) for w in init]
-        self.v = [tf.Variable(tf.zeros_like(w)) for w in init]
-        self.iterations = tf.Variable(0.0)
+        self.optimizer = _FusedAdam(self.vars, recipe.learning_rate)
+        self.m, self.v, self.iterations = self.optimizer.m, self.optimizer.v, self.optimizer.iterations
         self.x = tf.constant(x)
         self.y = tf.constant(y.astype(np.int32))
+        self.targets = None if targets is None else tf.constant(np.asarray(targets, np.float32))
+        self.loss_fn = loss_fn
+        self.current_epoch = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.n = n_per_model
         self.n_steps = -(-n_per_model // recipe.batch_size)
         k = len(init[0])
@@ -302,26 +480,39 @@ class _Trainer:
         )
 
     def _apply_adam(self, grads: list[tf.Tensor]) -> None:
-        t = self.iterations.assign_add(1.0)
-        b1p, b2p = tf.pow(self.beta_1, t), tf.pow(self.beta_2, t)
-        for var, m, v, g in zip(self.vars, self.m, self.v, grads):
-            tf.raw_ops.ResourceApplyAdam(
-                var=var.handle, m=m.handle, v=v.handle,
-                beta1_power=b1p, beta2_power=b2p, lr=self.recipe.learning_rate,
-                beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon, grad=g,
-            )  # fmt: skip
+        self.optimizer.apply(grads)
 
-    def _step(self, idx: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One Adam step of every model on idx (K, B); per-model (loss, n correct)."""
+    def _gather_targets(self, idx: tf.Tensor) -> tf.Tensor | None:
+        if self.targets is None:
+            return None
+        if len(self.targets.shape) == 3:  # (K, N, C): each model its own targets
+            return tf.gather(self.targets, idx, batch_dims=1)
+        return tf.gather(self.targets, idx)
+
+    def _step(
+        self, idx: tf.Tensor, seed: tf.Tensor, step: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """One Adam step of every model on idx (K, B); per-model (loss, n correct).
+
+        The loss returned (for history) is the recipe's loss incl. L2, also
+        when a custom `loss_fn` is what is minimised.
+        """
         arch, r = self.arch, self.recipe
         xb = tf.gather(self.x, idx)  # (K, B, ...)
         yb = tf.gather(self.y, idx)
+        tb = self._gather_targets(idx)
         with tf.GradientTape() as tape:
             logits = _forward(arch, self.vars, xb, dropout=r.dropout, dropout_seed=seed)
-            loss_k = _per_model_loss(logits, yb, arch.n_classes, r.label_smoothing)
+            loss_k = _per_model_loss(logits, yb, arch.n_classes, r.label_smoothing, targets=tb)
+            objective = loss_k
+            if self.loss_fn is not None:
+                step = tf.constant(0) if step is None else step
+                objective = self.loss_fn(Batch(logits, yb, tb, loss_k, self.current_epoch.value(), step))
             if r.l2 > 0:
-                loss_k = loss_k + _l2_term(self.vars, r.l2)
-            total = tf.reduce_sum(loss_k)
+                penalty = _l2_term(self.vars, r.l2)
+                loss_k = loss_k + penalty
+                objective = loss_k if self.loss_fn is None else objective + penalty
+            total = tf.reduce_sum(objective)
         self._apply_adam(tape.gradient(total, self.vars))
         pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
         correct = tf.reduce_sum(tf.cast(tf.equal(pred, yb), tf.float32), axis=1)
@@ -340,7 +531,7 @@ class _Trainer:
 
         def body(s, loss_sum, correct):
             idx = order[:, s * bs : (s + 1) * bs]  # the last slice is clipped at n
-            l, c = self._step(idx, tf.stack([seed, s]))
+            l, c = self._step(idx, tf.stack([seed, s]), s)
             return s + 1, loss_sum + l * tf.cast(tf.shape(idx)[1], tf.float32), correct + c
 
         _, loss_sum, correct = tf.while_loop(
@@ -350,13 +541,30 @@ class _Trainer:
         )
         return loss_sum, correct
 
+    def epoch_logs(self) -> dict[str, np.ndarray]:
+        """Extra per-model (K,) numbers for the epoch just run (none here)."""
+        return {}
+
 
 def _evaluate(
-    arch: Architecture, recipe: Recipe, weights: list[tf.Tensor], x: np.ndarray, y: np.ndarray
+    arch: Architecture,
+    recipe: Recipe,
+    weights: list[tf.Tensor],
+    x: np.ndarray,
+    y: np.ndarray,
+    own: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-model (loss incl. L2, accuracy) on shared eval data, inference mode."""
-    logits = _stack_logits_tf(arch, weights, np.ascontiguousarray(x, np.float32), 1024)
-    yk = tf.broadcast_to(tf.constant(y.astype(np.int32)), logits.shape[:2])
+    """Per-model (loss incl. L2, accuracy) in inference mode.
+
+    On shared eval data (x, y): every model scores all of it. With `own`
+    (K, V) indices into x: model k scores its own points x[own[k]].
+    """
+    if own is None:
+        logits = _stack_logits_tf(arch, weights, np.ascontiguousarray(x, np.float32), 1024)
+        yk = tf.broadcast_to(tf.constant(y.astype(np.int32)), logits.shape[:2])
+    else:  # x may be the trainer's constant: no host copy
+        logits = _own_logits_tf(arch, weights, x, own)
+        yk = tf.constant(np.asarray(y)[own].astype(np.int32))
     loss = _per_model_loss(logits, yk, arch.n_classes, recipe.label_smoothing)
     if recipe.l2 > 0:
         loss = loss + _l2_term(weights, recipe.l2)
@@ -365,27 +573,10 @@ def _evaluate(
     return loss.numpy(), acc.numpy()
 
 
-def train_stack(
-    architecture: Architecture,
-    recipe: Recipe,
-    x: np.ndarray,
-    y: np.ndarray,
-    keep: np.ndarray,
-    seed: int,
-    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
-    progress: str | None = None,
-) -> TrainedStack:
-    """Train K models at once; model k trains on ``x[keep[k]]``.
-
-    x: (N, *input_shape) float32; y: (N,) int labels; keep: (K, N) bool,
-    all rows with the same count (so every step has the same batch size for
-    all models, as K separate `fit` calls would). `seed` drives every
-    model's initialisation, shuffling and dropout: models differ from each
-    other, and the same seed gives the same weights. `eval_data` is scored
-    by every model after each epoch; `progress` labels a tqdm bar on
-    stderr.
-    """
-    _validate(architecture, recipe)
+def _checked_training_data(
+    architecture: Architecture, x: np.ndarray, y: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (x float32, y, keep bool, members (K, n) int32) of a stack's training data."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.asarray(y)
     keep = np.asarray(keep, dtype=bool)
@@ -413,54 +604,178 @@ def train_stack(
         raise PipelineError(
             f"labels must lie in [0, {architecture.n_classes}), got range [{y.min()}, {y.max()}]"
         )
+    members = np.stack([np.flatnonzero(row) for row in keep]).astype(np.int32)  # (K, n)
+    return x, y, keep, members
 
-    if eval_data is not None:
-        x_eval, y_eval = (np.asarray(a) for a in eval_data)
-        if x_eval.shape[1:] != x.shape[1:] or y_eval.shape != (len(x_eval),):
-            raise PipelineError(
-                f"eval_data must be (x, y) shaped like the training data; got x "
-                f"{x_eval.shape}, y {y_eval.shape} for training x {x.shape}"
-            )
-        eval_data = (x_eval, y_eval)
 
-    k, n = keep.shape[0], int(counts[0])
+def _checked_eval_data(
+    eval_data: tuple[np.ndarray, np.ndarray] | None, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    if eval_data is None:
+        return None
+    x_eval, y_eval = (np.asarray(a) for a in eval_data)
+    if x_eval.shape[1:] != x.shape[1:] or y_eval.shape != (len(x_eval),):
+        raise PipelineError(
+            f"eval_data must be (x, y) shaped like the training data; got x "
+            f"{x_eval.shape}, y {y_eval.shape} for training x {x.shape}"
+        )
+    return x_eval, y_eval
+
+
+def _checked_holdout(holdout: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    """(K, V) int32 indices of each model's held-out points, or None."""
+    if holdout is None:
+        return None
+    holdout = np.asarray(holdout, dtype=bool)
+    if holdout.shape != keep.shape:
+        raise PipelineError(f"holdout must be shaped like keep {keep.shape}, got {holdout.shape}")
+    if np.any(holdout & keep):
+        raise PipelineError("holdout points must not be training points of the same model")
+    counts = holdout.sum(axis=1)
+    if np.any(counts != counts[0]) or counts[0] == 0:
+        raise PipelineError(
+            "every row of holdout must select the same, non-zero number of points; got counts "
+            f"{sorted(set(counts.tolist()))[:8]}"
+        )
+    return np.stack([np.flatnonzero(row) for row in holdout]).astype(np.int32)
+
+
+def _checked_targets(
+    soft_targets: np.ndarray | None, keep: np.ndarray, n_classes: int
+) -> np.ndarray | None:
+    if soft_targets is None:
+        return None
+    t = np.asarray(soft_targets, dtype=np.float32)
+    k, n = keep.shape
+    if t.shape not in ((n, n_classes), (k, n, n_classes)):
+        raise PipelineError(
+            f"soft_targets must be (N, C) = {(n, n_classes)} or (K, N, C) = {(k, n, n_classes)}, "
+            f"got {t.shape}"
+        )
+    used = t[keep] if t.ndim == 3 else t[keep.any(axis=0)]
+    if not np.all(np.isfinite(used)) or used.min() < 0 or np.abs(used.sum(-1) - 1).max() > 1e-3:
+        raise PipelineError("soft_targets of training points must be probabilities (>= 0, rows summing to 1)")
+    return t
+
+
+def train_stack(
+    architecture: Architecture,
+    recipe: Recipe,
+    x: np.ndarray,
+    y: np.ndarray,
+    keep: np.ndarray,
+    seed: int,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: str | None = None,
+    *,
+    soft_targets: np.ndarray | None = None,
+    loss_fn: LossFn | None = None,
+    holdout: np.ndarray | None = None,
+    callbacks: Sequence[StackCallback] = (),
+) -> TrainedStack:
+    """Train K models at once; model k trains on ``x[keep[k]]``.
+
+    x: (N, *input_shape) float32; y: (N,) int labels; keep: (K, N) bool,
+    all rows with the same count (so every step has the same batch size for
+    all models, as K separate `fit` calls would). `seed` drives every
+    model's initialisation, shuffling and dropout: models differ from each
+    other, and the same seed gives the same weights. `eval_data` is scored
+    by every model after each epoch; `progress` labels a tqdm bar on
+    stderr (shown only when stderr is a terminal).
+
+    Hooks (all optional):
+
+    - `soft_targets`: (N, C), or (K, N, C) per model, probabilities trained
+      on instead of one-hot labels (accuracy still counts against y).
+    - `loss_fn`: a custom per-model objective, see `Batch`; history "loss"
+      stays the recipe's loss.
+    - `holdout`: (K, N) bool, each model's own held-out points (disjoint
+      from its keep row, same count per row), scored after each epoch as
+      "holdout_loss" / "holdout_accuracy".
+    - `callbacks`: `StackCallback`s run after each epoch's logs; one of them
+      may stop training, and they may replace the returned weights
+      (`PerModelEarlyStopping`). History then covers the epochs run.
+    """
+    _validate(architecture, recipe)
+    x, y, keep, members = _checked_training_data(architecture, x, y, keep)
+    eval_data = _checked_eval_data(eval_data, x)
+    holdout_idx = _checked_holdout(holdout, keep)
+    targets = _checked_targets(soft_targets, keep, architecture.n_classes)
+
+    k, n = members.shape
     rng = np.random.default_rng(seed)
     init = _init_weights(architecture, k, rng)
-    members = np.stack([np.flatnonzero(row) for row in keep]).astype(np.int32)  # (K, n)
-    trainer = _Trainer(architecture, recipe, init, x, y, n)
+    trainer = _Trainer(architecture, recipe, init, x, y, n, targets=targets, loss_fn=loss_fn)
+    return _fit(
+        trainer, members, rng, eval_data=eval_data, holdout=holdout_idx,
+        callbacks=callbacks, progress=progress,
+    )  # fmt: skip
 
-    hist: dict[str, list[np.ndarray]] = {"loss": [], "accuracy": []}
-    if eval_data is not None:
-        hist["val_loss"], hist["val_accuracy"] = [], []
+
+def _fit(
+    trainer: _Trainer,
+    members: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    holdout: np.ndarray | None = None,
+    callbacks: Sequence[StackCallback] = (),
+    progress: str | None = None,
+) -> TrainedStack:
+    """The epoch loop of `train_stack`, for any `_Trainer` (subclasses included).
+
+    Each epoch draws from `rng` a fresh shuffle of every model's members
+    (K, n) and a dropout seed, runs the trainer's compiled epoch, and
+    collects per-model logs: "loss"/"accuracy" (Keras `fit` epoch means),
+    the trainer's `epoch_logs()`, "val_*" on `eval_data`, "holdout_*" on
+    each model's `holdout` (K, V) indices; then the callbacks.
+    """
+    arch, recipe = trainer.arch, trainer.recipe
+    k, n = members.shape
+    hist: dict[str, list[np.ndarray]] = {}
+    y_host = trainer.y.numpy() if holdout is not None else None
     bar = _progress_bar(progress, recipe.epochs)
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
         order = np.take_along_axis(members, rng.permuted(np.tile(np.arange(n), (k, 1)), axis=1), 1)
         dseed = np.int32(rng.integers(0, 2**31 - 1))
+        trainer.current_epoch.assign(epoch)
         loss_sum, correct = trainer.epoch(tf.constant(order), tf.constant(dseed))
-        hist["loss"].append(loss_sum.numpy() / n)
-        hist["accuracy"].append(correct.numpy() / n)
-        post = {"loss": float(hist["loss"][-1].mean()), "acc": float(hist["accuracy"][-1].mean())}
+        logs = {"loss": loss_sum.numpy() / n, "accuracy": correct.numpy() / n}
+        logs.update(trainer.epoch_logs())
+        post = {"loss": float(logs["loss"].mean()), "acc": float(logs["accuracy"].mean())}
         if eval_data is not None:
-            vl, va = _evaluate(architecture, recipe, trainer.vars, *eval_data)
-            hist["val_loss"].append(vl)
-            hist["val_accuracy"].append(va)
-            post["val_acc"] = float(va.mean())
+            logs["val_loss"], logs["val_accuracy"] = _evaluate(arch, recipe, trainer.vars, *eval_data)
+            post["val_acc"] = float(logs["val_accuracy"].mean())
+        if holdout is not None:
+            logs["holdout_loss"], logs["holdout_accuracy"] = _evaluate(
+                arch, recipe, trainer.vars, trainer.x, y_host, own=holdout
+            )
+            post["holdout_loss"] = float(logs["holdout_loss"].mean())
+        for key, value in logs.items():
+            hist.setdefault(key, []).append(np.asarray(value))
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs, trainer.vars)
         if bar is not None:
             bar.set_postfix({key: f"{val:.3f}" for key, val in post.items()})
             bar.update(1)
+        if any(callback.stop_training for callback in callbacks):
+            break
     if bar is not None:
         bar.close()
+    weights = [v.numpy() for v in trainer.vars]
+    for callback in callbacks:
+        weights = callback.on_train_end(weights)
     return TrainedStack(
-        architecture=architecture,
+        architecture=arch,
         recipe=recipe,
-        weights=tuple(v.numpy() for v in trainer.vars),
+        weights=tuple(weights),
         history={key: np.stack(val, axis=1).astype(np.float32) for key, val in hist.items()},
     )
 
 
 def _progress_bar(label: str | None, total: int) -> "tqdm | None":
-    """A tqdm bar over epochs on stderr, or None when no label is given."""
-    if label is None:
+    """A tqdm bar over epochs on stderr; none without a label or when stderr is not a terminal."""
+    if label is None or not sys.stderr.isatty():
         return None
     return tqdm(total=total, desc=label, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
@@ -496,6 +811,26 @@ def _stack_logits_tf(
     return tf.concat(parts, axis=1)
 
 
+def _own_logits_tf(
+    arch: Architecture, weights: list[tf.Tensor], x: tf.Tensor | np.ndarray, own: np.ndarray
+) -> tf.Tensor:
+    """Logits (K, V, C): model k on its own points x[own[k]], own (K, V) indices.
+
+    Chunked over V under the same activation budget as `_stack_logits_tf`.
+    """
+    w = [tf.convert_to_tensor(v) for v in weights]
+    k, v = own.shape
+    if arch.kind == "cnn":
+        widest = int(np.prod(arch.input_shape[:2])) * max(arch.conv_filters)
+    else:
+        widest = max(arch.hidden_units, int(np.prod(arch.input_shape)))
+    chunk = max(1, min(1024, _ACTIVATION_BUDGET // (k * widest)))
+    fwd = _own_inference_fn(arch, k)
+    x = tf.convert_to_tensor(x, tf.float32)
+    parts = [fwd(w, tf.gather(x, own[:, s : s + chunk])) for s in range(0, v, chunk)]
+    return tf.concat(parts, axis=1)
+
+
 _INFERENCE_CACHE: dict[tuple[Architecture, int], Callable] = {}
 
 
@@ -514,6 +849,22 @@ def _inference_fn(arch: Architecture, k: int) -> Callable:
             autograph=False,
         )
     return _INFERENCE_CACHE[(arch, k)]
+
+
+_OWN_INFERENCE_CACHE: dict[tuple[Architecture, int], Callable] = {}
+
+
+def _own_inference_fn(arch: Architecture, k: int) -> Callable:
+    """`_inference_fn` for per-model points (K, V, *input_shape), V free."""
+    if (arch, k) not in _OWN_INFERENCE_CACHE:
+        weight_specs = [tf.TensorSpec([k, *shape], tf.float32) for shape in _weight_shapes(arch)]
+        point_spec = tf.TensorSpec([k, None, *arch.input_shape], tf.float32)
+        _OWN_INFERENCE_CACHE[(arch, k)] = tf.function(
+            lambda w, x: _forward(arch, w, x),
+            input_signature=[weight_specs, point_spec],
+            autograph=False,
+        )
+    return _OWN_INFERENCE_CACHE[(arch, k)]
 
 
 def stack_logits(stack: TrainedStack, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -102,6 +102,7 @@ def markdown(table: dict[str, dict[str, Any]], context: dict[str, Any], exposed:
     lines += _markdown_table(
         ["target", "attack", "AUC", "advantage", "bal. acc", "PPV", "TPR@1%", "TPR@0.1%", "eps lower bd"], rows
     )
+    lines += dp_section(table)
     if exposed:
         lines += [
             "",
@@ -125,6 +126,46 @@ def markdown(table: dict[str, dict[str, Any]], context: dict[str, Any], exposed:
         "",
     ]
     return "\n".join(lines)
+
+
+def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
+    """Accounted epsilon beside the empirical lower bound for every DP-trained target.
+
+    An attack operating point that breaks the accounted guarantee beyond
+    sampling error is flagged loudly: it can only come from a bug.
+    """
+    rows, broken = [], []
+    for name, row in table.items():
+        if "dp_epsilon" not in row:
+            continue
+        attack, bound = strongest(row, "epsilon_lb")
+        violations = sum(v.get("dp_violations") or 0 for v in row["attacks"].values())
+        if violations:
+            broken.append(name)
+        rows.append([
+            name, f"{row['dp_epsilon']:.3g}", f"{row['dp_delta']:.1e}", f"{row['dp_noise_multiplier']:.3g}",
+            f"{row['dp_clip_norm']:.3g}", f"{row['dp_sampling_rate']:.3g}", str(int(row["dp_steps"])),
+            f"{_cell(bound)} ({attack})", str(violations),
+        ])
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Differential privacy: accounted against empirical epsilon",
+        "",
+        "The accountant's epsilon is an upper bound on what any attack can achieve; the empirical "
+        "lower bound comes from the best attack's operating points (Clopper-Pearson 95%). "
+        "`violations` counts ROC points with TPR > e^eps FPR + delta beyond sampling error.",
+        "",
+    ]
+    if broken:
+        lines += [f"**WARNING: the DP guarantee is broken for {', '.join(broken)}. This means a bug "
+                  "in the DP training or accounting; do not trust these epsilons.**", ""]
+    return lines + _markdown_table(
+        ["target", "accounted eps", "delta", "noise multiplier", "clip norm", "sampling rate", "steps",
+         "empirical eps lower bound", "violations"],
+        rows,
+    )
 
 
 def roc_figure(curves: dict[str, dict[str, np.ndarray]]) -> plt.Figure:

@@ -89,3 +89,8 @@ def test_lira_needs_four_shadows() -> None:
 
     message = bad(change)
     assert "shadows.n_models" in message and "lira_offline" in message and "(got 2)" in message
+
+
+def test_defense_run_must_name_configured_defenses() -> None:
+    message = bad(lambda r: r["defense"].update(run=["dropout", "nonexistent"]))
+    assert "defense.run" in message and "'nonexistent'" in message

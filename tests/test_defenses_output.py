@@ -137,6 +137,11 @@ def test_top_k_keeps_exactly_k_largest_and_the_label(k):
     np.testing.assert_allclose(released[kept & (p > 1e-9)], np.log(p[kept & (p > 1e-9)]), atol=2e-4)
 
 
+def test_top_k_keeps_the_label_when_probabilities_tie_but_logits_do_not():
+    z = np.array([[0.0, 1e-45, -1.0]], np.float32)  # equal softmax in float64, label 1
+    np.testing.assert_array_equal(O.top_k_probabilities(O.softmax64(z), 1, O.predicted_label(z)) > 0, [[0, 1, 0]])
+
+
 def test_top_k_with_k_at_least_classes_releases_everything():
     z = np.random.default_rng(0).normal(size=(100, 5)).astype(np.float32)
     for k in (5, 7):

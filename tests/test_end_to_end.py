@@ -27,6 +27,7 @@ TINY = {
     "shadows": {"n_models": 4},
     "reference": {"n_models": 4},
     "attack": {"shadow_classifier": {"epochs": 2}},
+    "defense": {"run": ["dropout", "dp_sgd", "memguard"]},
 }
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,7 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
     root, env = project
     result = _run(["dvc", "repro"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    defenses = list(params["defenses"])
+    defenses = params["defense"]["run"]
     expected = {"prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack", "report"}
     expected |= {f"defend@{name}" for name in defenses}
     assert _ran_stages(result.stdout) == expected
@@ -107,6 +108,11 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
         assert metrics["tpr_at_1pct_fpr"] is None  # 60 non-members cannot measure 1% FPR
     report = json.loads((root / "metrics/report.json").read_text())
     assert list(report) == ["undefended", *defenses]
+    dp = json.loads((root / "metrics/defenses/dp_sgd/utility.json").read_text())
+    assert dp["dp_epsilon"] > 0 and dp["dp_noise_multiplier"] == 1.0
+    dp_attacks = json.loads((root / "metrics/defenses/dp_sgd/attacks.json").read_text())
+    assert all(v["dp_violations"] == 0 for v in dp_attacks.values())
+    assert "accounted against empirical epsilon" in (root / "reports/report.md").read_text()
     for name in defenses:
         assert (root / f"metrics/defenses/{name}/attacks.json").is_file()
         assert (root / f"plots/roc/{name}.csv").read_text().startswith("attack,fpr,tpr")

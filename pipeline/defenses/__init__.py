@@ -18,6 +18,11 @@ _REGISTRY: dict[str, str] = {
     "l2": "pipeline.defenses.regularization:l2",
     "dp_sgd": "pipeline.defenses.dp_sgd:train",
     "label_smoothing": "pipeline.defenses.regularization:label_smoothing",
+    "memguard": "pipeline.defenses.output:memguard",
+    "top_k": "pipeline.defenses.output:top_k",
+    "rounding": "pipeline.defenses.output:rounding",
+    "label_only": "pipeline.defenses.output:label_only",
+    "ensemble": "pipeline.defenses.ensembling:train",
 }
 
 

@@ -374,34 +374,38 @@ class _DpTrainer(_Trainer):
         self.dp = dp
         self.n_steps = dp.steps_per_epoch
 
-    def _dp_step(self, members: tf.Tensor, seed: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def noisy_gradient(self, members: tf.Tensor, seed: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Step s's privatised gradient of every model, and its (loss sum, correct, batch size).
+
+        Poisson batch, clipped per-example sum, noise, / (q n), plus the L2
+        penalty's gradient; the stateless seeds derive from (seed, s).
+        """
         dp, n = self.dp, self.dp.n
         sample_seed = tf.stack([seed, 3 * s])
         noise_seed = tf.stack([seed, 3 * s + 1])
         dropout_seed = tf.stack([seed, 3 * s + 2])
         idx, valid = poisson_batch(members, dp.sampling_rate, sample_seed)
-        counts = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+        counts = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
         sums, losses, correct = clipped_sum(
             self.arch, self.recipe, self.vars, tf.gather(self.x, idx), tf.gather(self.y, idx),
             valid, dp.clip_norm, dropout_seed if self.recipe.dropout > 0 else None,
         )  # fmt: skip
         noisy = add_noise(sums, dp.noise_multiplier, dp.clip_norm, noise_seed)
-        scale = 1.0 / (dp.sampling_rate * n)
-        grads = [g * scale for g in noisy]
+        grads = [g / (dp.sampling_rate * n) for g in noisy]
         if self.recipe.l2 > 0:  # data-independent: added after the noise
             grads = [
                 g + 2.0 * self.recipe.l2 * w if len(w.shape) > 2 else g
                 for g, w in zip(grads, self.vars)
             ]
-        self._apply_adam(grads)
-        return tf.reduce_sum(losses, 1), tf.reduce_sum(correct, 1), tf.cast(counts, tf.float32)
+        return grads, tf.reduce_sum(losses, 1), tf.reduce_sum(correct, 1), counts
 
     def _epoch(self, members: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """All steps of one epoch: per-model sums of losses, correct predictions and batch sizes."""
         k = members.shape[0]
 
         def body(s, loss_sum, correct, seen):
-            l, c, b = self._dp_step(members, seed, s)
+            grads, l, c, b = self.noisy_gradient(members, seed, s)
+            self._apply_adam(grads)
             return s + 1, loss_sum + l, correct + c, seen + b
 
         _, loss_sum, correct, seen = tf.while_loop(

@@ -43,7 +43,7 @@ from pipeline.errors import PipelineError
 from pipeline.seeding import rng_for
 from pipeline.tf_runtime import keras
 
-__all__ = ["split_parts", "ensemble_log_probs", "ensemble_network", "train"]
+__all__ = ["split_parts", "ensemble_log_probs", "mean_history", "ensemble_network", "train"]
 
 
 def split_parts(keep: np.ndarray, n_parts: int, seed: int) -> np.ndarray:
@@ -83,6 +83,11 @@ def ensemble_log_probs(sub_logits: np.ndarray, n_parts: int) -> np.ndarray:
     return (logsumexp(logp, axis=1) - np.log(n_parts)).astype(np.float32)
 
 
+def mean_history(history: dict[str, np.ndarray], n_parts: int) -> dict[str, np.ndarray]:
+    """(K*m, epochs) sub-model curves -> (K, epochs) means over each ensemble's m sub-models."""
+    return {key: v.reshape(-1, n_parts, v.shape[-1]).mean(axis=1) for key, v in history.items()}
+
+
 def ensemble_network(stack: TrainedStack, k: int, n_parts: int) -> keras.Model:
     """Ensemble k of the stack as one Keras model: Average of m softmax sub-networks."""
     if not 0 <= k < stack.n_models // n_parts:
@@ -100,7 +105,6 @@ def ensemble_network(stack: TrainedStack, k: int, n_parts: int) -> keras.Model:
 def train(job: TrainingJob, defense: EnsembleDefense) -> DefendedModels:
     """Each of the job's K models as an ensemble of `n_models` sub-models on disjoint parts."""
     m = defense.n_models
-    n_models = job.keep.shape[0]
     sub_keep = split_parts(job.keep, m, job.seed)
     stack = train_stack(
         job.architecture, job.recipe, job.x, job.y, sub_keep,
@@ -111,6 +115,6 @@ def train(job: TrainingJob, defense: EnsembleDefense) -> DefendedModels:
     return DefendedModels(
         observe=lambda x: ensemble_log_probs(stack_logits(stack, x), m),
         network=lambda k: ensemble_network(stack, k, m),
-        history={key: v.reshape(n_models, m, -1).mean(axis=1) for key, v in stack.history.items()},
+        history=mean_history(stack.history, m),
         info={"ensemble_part_size": float(size), "ensemble_dropped_points": float(n_train - m * size)},
     )

@@ -15,7 +15,7 @@ predicted label l = argmax(logits) (the first index on an exact tie, as
 NumPy's argmax), and returns ``encode(q, l)`` for a released probability
 vector q:
 
-    encode(q, l)_c = log(max(q_c, PROB_FLOOR))          with PROB_FLOOR = 0.0,
+    encode(q, l)_c = log(max(q_c, PROB_FLOOR))          with PROB_FLOOR = 1e-12,
     then, if needed, z_l := max_{c != l} z_c + LABEL_MARGIN   (LABEL_MARGIN = 1e-4 nats).
 
 * Zeros (and any q_c < 1e-12) are released as log(1e-12) ~ -27.63, so every
@@ -183,18 +183,18 @@ def top_k_probabilities(probs: np.ndarray, k: int, labels: np.ndarray | None = N
         return p.copy()
     is_label = _one_hot(_labels_for(p, labels), n_classes).astype(bool)
     # rank: the label first, then by decreasing probability, ties by lower index (stable sort)
-    key = -p
-    order = np.argsort(key, axis=-1, kind="quicksort")[..., :k]
+    key = np.where(is_label, -np.inf, -p)
+    order = np.argsort(key, axis=-1, kind="stable")[..., :k]
     kept = np.zeros(p.shape, bool)
     np.put_along_axis(kept, order, True, axis=-1)
-    return np.where(kept, p, 0.0) / np.where(kept, p, 0.0).sum(-1, keepdims=True)
+    return np.where(kept, p, 0.0)
 
 
 def round_probabilities(probs: np.ndarray, decimals: int) -> np.ndarray:
     """p rounded to `decimals` places (half to even); not renormalized."""
     if decimals < 0:
         raise PipelineError(f"rounding decimals must be >= 0, got {decimals}")
-    return np.floor(np.asarray(probs, dtype=np.float64) * 10**decimals) / 10**decimals
+    return np.round(np.asarray(probs, dtype=np.float64), decimals)
 
 
 def label_only_probabilities(probs: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:

@@ -114,11 +114,27 @@ def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: 
     run_log.log_dataset(dataset.x[splits.members], dataset.y[splits.members], f"{dataset.name}-members", "data/prepared", "training")
 
 
-def record_audit(target_name: str, audit: Audit, data: AttackInput, run_log: object, metrics_file: Path, scores_file: Path) -> dict:
-    """Write and log one target's attack metrics, ROC curves and per-point scores."""
+def record_audit(
+    target_name: str,
+    audit: Audit,
+    data: AttackInput,
+    run_log: object,
+    metrics_file: Path,
+    scores_file: Path,
+    dp_guarantee: tuple[float, float] | None = None,
+) -> dict:
+    """Write and log one target's attack metrics, ROC curves and per-point scores.
+
+    For a DP-trained target, `dp_guarantee` = (epsilon, delta) adds each
+    attack's count of ROC points that break the guarantee beyond sampling
+    error (`dp_violations`); any count above 0 means a bug.
+    """
     from pipeline.report import roc_figure
 
     metrics = audit.metrics_dict()
+    if dp_guarantee is not None:
+        for name, count in dp_violation_counts(audit, *dp_guarantee).items():
+            metrics[name]["dp_violations"] = count
     write_json(metrics_file, metrics)
     table = roc_on_grid(audit, fpr_grid(int((~data.target.keep[0]).sum())))
     write_roc_csv(PLOTS / "roc" / f"{target_name}.csv", table)
@@ -135,6 +151,21 @@ def record_audit(target_name: str, audit: Audit, data: AttackInput, run_log: obj
     for name, values in metrics.items():
         print(f"  {target_name} / {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items() if not isinstance(v, dict)))
     return metrics
+
+
+def dp_violation_counts(audit: Audit, epsilon: float, delta: float) -> dict[str, int]:
+    """Per attack, the ROC points an (epsilon, delta)-DP model could not produce."""
+    from pipeline.dp_accounting import dp_violations
+    from pipeline.evaluation import roc
+
+    counts = {}
+    for name, result in audit.results.items():
+        curve = roc(result.target.scores, result.target.is_member)
+        fpr, tpr = curve.fp / curve.n_nonmembers, curve.tp / curve.n_members
+        counts[name] = len(dp_violations(fpr, tpr, epsilon, delta, curve.n_members, curve.n_nonmembers))
+        if counts[name]:
+            print(f"WARNING: {name} breaks the DP guarantee at {counts[name]} ROC point(s): this means a bug", file=sys.stderr)
+    return counts
 
 
 def _fmt(value: object) -> str:

@@ -35,11 +35,10 @@ from pipeline.types import AttackInput
 
 
 def run(params: Params, name: str) -> None:
-    if name not in params.defenses:
-        known = ", ".join(params.defenses) or "none"
-        raise PipelineError(f"defenses.{name}: no such defense in params.yaml (defined: {known})")
+    if name not in params.defense.run:
+        raise PipelineError(f"defense.run: {name!r} is not listed (listed: {', '.join(params.defense.run) or 'none'})")
     defense = params.defenses[name]
-    scopes = ("seed", "target", "shadows", "reference", "attack", "defense", f"defenses.{name}")
+    scopes = ("seed", "target", "shadows", "reference", "attack", "defense.adaptive", f"defenses.{name}")
     with tracked(f"defend@{name}", params, scopes, run_file=RUNS / f"defend-{name}.json") as run_log:
         dataset, splits = load_prepared()
         architecture = architecture_for(dataset, params.target)
@@ -63,7 +62,10 @@ def run(params: Params, name: str) -> None:
         u = target.utility
         print(f"defense {name}: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}")
         audit = run_attacks(data, params.attack, params.seed)
-        record_audit(name, audit, data, run_log, METRICS / "defenses" / name / "attacks.json", out / "attack_scores.npz")
+        dp = (u["dp_epsilon"], u["dp_delta"]) if "dp_epsilon" in u else None
+        record_audit(
+            name, audit, data, run_log, METRICS / "defenses" / name / "attacks.json", out / "attack_scores.npz", dp
+        )
 
 
 if __name__ == "__main__":

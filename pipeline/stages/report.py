@@ -46,10 +46,10 @@ def run(params: Params) -> None:
     with tracked(
         "report", params, scopes, run_file=SUMMARY_RUN, run_name=_summary_name(), tags={"summary": "true"}
     ) as run_log:
-        targets = ["undefended", *params.defenses]
+        targets = ["undefended", *params.defense.run]
         utility = {"undefended": read_json(METRICS / "target.json")}
         attacks = {"undefended": read_json(METRICS / "attacks.json")}
-        for name in params.defenses:
+        for name in params.defense.run:
             utility[name] = read_json(METRICS / "defenses" / name / "utility.json")
             attacks[name] = read_json(METRICS / "defenses" / name / "attacks.json")
         table = build_table(utility, attacks)
@@ -86,7 +86,7 @@ def run(params: Params) -> None:
         )
         for path in (REPORTS / "report.md", REPORTS / "roc.png", REPORTS / "privacy_utility.png", METRICS / "report.json"):
             run_log.log_artifact(path)
-        stages = {stage: stage for stage in UPSTREAM} | {f"defend@{name}": f"defend-{name}" for name in params.defenses}
+        stages = {stage: stage for stage in UPSTREAM} | {f"defend@{name}": f"defend-{name}" for name in params.defense.run}
         runs = {stage: read_json(RUNS / f"{file}.json")["run_id"] for stage, file in stages.items()}
         status = nest_stage_runs(run_log.run_id, runs)
         ran = [stage for stage, state in status.items() if state == "ran"]

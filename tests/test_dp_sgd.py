@@ -1,0 +1,370 @@
+"""DP-SGD: accounting, sampling, clipping, noise, per-example gradients, and a DP guard."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from pipeline import dp_accounting as A
+from pipeline import ensemble as E
+from pipeline.config import DpSgdDefense
+from pipeline.defenses import train_models
+from pipeline.defenses import dp_sgd as D
+from pipeline.defenses.base import TrainingJob
+from pipeline.errors import PipelineError
+from pipeline.evaluation import roc
+from pipeline.tf_runtime import tf
+
+MLP = E.Architecture("mlp", (6,), 3, hidden_units=5)
+CNN = E.Architecture("cnn", (6, 6, 2), 3, hidden_units=5, conv_filters=(3, 4))
+RECIPE = E.Recipe(epochs=1, batch_size=4, learning_rate=1e-3)
+
+
+def _weights(arch: E.Architecture, k: int, seed: int) -> list[tf.Tensor]:
+    """Random weights, biases non-zero too, so every gradient term matters."""
+    rng = np.random.default_rng(seed)
+    return [
+        tf.constant(w + 0.1 * rng.normal(size=w.shape).astype(np.float32))
+        for w in E._init_weights(arch, k, rng)
+    ]
+
+
+def _batch(arch: E.Architecture, k: int, b: int, seed: int) -> tuple[tf.Tensor, tf.Tensor]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(k, b, *arch.input_shape)).astype(np.float32)
+    y = rng.integers(0, arch.n_classes, size=(k, b)).astype(np.int32)
+    return tf.constant(x), tf.constant(y)
+
+
+# ---------------------------------------------------------------------------
+# Accounting
+
+
+def test_epsilon_falls_with_more_noise_and_fewer_steps():
+    q, delta = 0.05, 1e-5
+    by_sigma = [A.epsilon(s, q, 400, delta, "rdp") for s in (0.8, 1.0, 1.5, 2.0, 4.0)]
+    assert all(a > b for a, b in zip(by_sigma, by_sigma[1:])), by_sigma
+    by_steps = [A.epsilon(1.5, q, t, delta, "rdp") for t in (50, 200, 800)]
+    assert all(a < b for a, b in zip(by_steps, by_steps[1:])), by_steps
+    assert A.epsilon(1.5, q, 400, delta, "rdp") > A.epsilon(1.5, q, 400, 1e-3, "rdp")
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_pld_is_tighter_than_rdp_and_close_to_it(sigma):
+    q, steps, delta = 32 / 350, 440, 1e-5
+    rdp = A.epsilon(sigma, q, steps, delta, "rdp")
+    pld = A.epsilon(sigma, q, steps, delta, "pld")
+    assert pld <= rdp
+    assert pld >= 0.8 * rdp, (pld, rdp)
+
+
+@pytest.mark.parametrize("accountant,target", [("rdp", 1.0), ("rdp", 4.0), ("pld", 3.0)])
+def test_calibrated_noise_meets_the_target_closely(accountant, target):
+    q, steps, delta = 32 / 350, 440, 1e-5
+    sigma = A.calibrate_noise(target, q, steps, delta, accountant)
+    eps = A.epsilon(sigma, q, steps, delta, accountant)
+    assert eps <= target
+    assert eps >= 0.98 * target, (sigma, eps)
+    # and it is the smallest such sigma, to within the search tolerance
+    assert A.epsilon(sigma * 0.99, q, steps, delta, accountant) > target
+
+
+def test_an_unreachable_target_names_the_key():
+    with pytest.raises(PipelineError, match=r"target_epsilon = 1e-05 cannot be reached"):
+        A.calibrate_noise(1e-5, 0.5, 10_000, 1e-5, "rdp")
+
+
+def test_rdp_convergence_warnings_are_silenced_but_others_are_not(caplog):
+    caplog.set_level(logging.WARNING, logger="absl")
+    # the raw accountant does warn at these settings ...
+    import dp_accounting as dpa
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    event = dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(0.09, dpa.GaussianDpEvent(0.7)), 300)
+    rdp_privacy_accountant.RdpAccountant().compose(event).get_epsilon(1e-5)
+    assert any("failed to converge" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    # ... ours does not, and other absl warnings still get through its filter
+    A.epsilon(0.7, 0.09, 300, 1e-5, "rdp")
+    with A._quiet_absl():
+        logging.getLogger("absl").warning("something else went wrong")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("failed to converge" in m for m in messages), messages
+    assert "something else went wrong" in messages
+
+
+# ---------------------------------------------------------------------------
+# The check of an ROC against (epsilon, delta)
+
+
+def test_dp_violations_flags_an_roc_no_dp_model_can_have():
+    fpr = np.array([0.0, 0.01, 0.05, 0.5, 1.0])
+    tpr = np.array([0.0, 0.5, 0.7, 0.9, 1.0])
+    found = A.dp_violations(fpr, tpr, epsilon=1.0, delta=1e-5, n_members=1000, n_nonmembers=1000)
+    assert found
+    assert {v["fpr"] for v in found} >= {0.01, 0.05}
+    assert all(v["lower"] > v["allowed"] for v in found)
+
+
+def test_dp_violations_accepts_a_consistent_roc():
+    fpr = np.array([0.0, 0.1, 0.3, 0.6, 1.0])
+    tpr = np.array([0.0, 0.2, 0.5, 0.75, 1.0])  # e^1 = 2.72: TPR and TNR sides both hold
+    assert A.dp_violations(fpr, tpr, 1.0, 1e-5, 1000, 1000) == []
+
+
+def test_dp_violations_allows_sampling_error_only():
+    """TPR 0.30 at FPR 0.10 exceeds e^1 * 0.10 = 0.27: noise on 100 points, a violation on 100k."""
+    fpr, tpr = np.array([0.0, 0.1, 1.0]), np.array([0.0, 0.3, 1.0])
+    assert A.dp_violations(fpr, tpr, 1.0, 0.0, 100, 100) == []
+    assert len(A.dp_violations(fpr, tpr, 1.0, 0.0, 100_000, 100_000)) == 1
+
+
+# ---------------------------------------------------------------------------
+# Sampling, clipping, noise
+
+
+def test_poisson_batches_include_each_example_independently_at_rate_q():
+    n, k, q, steps = 200, 3, 0.1, 400
+    members = tf.constant(np.arange(k * n, dtype=np.int32).reshape(k, n))
+    hits = np.zeros((k, n))
+    sizes = []
+    for s in range(steps):
+        idx, valid = (t.numpy() for t in D.poisson_batch(members, q, tf.constant([7, s])))
+        assert idx.shape == valid.shape
+        for row in range(k):
+            chosen = idx[row][valid[row]]
+            assert np.all(chosen // n == row)  # each model draws its own members only
+            assert len(np.unique(chosen)) == len(chosen)
+            hits[row, chosen % n] += 1
+            sizes.append(len(chosen))
+        # padded to the largest batch of the step, no further
+        assert valid.shape[1] == valid.sum(axis=1).max()
+    sizes = np.array(sizes)
+    assert abs(sizes.mean() - q * n) < 4 * math.sqrt(q * (1 - q) * n / sizes.size)
+    assert 0.7 < sizes.var() / (n * q * (1 - q)) < 1.3  # binomial, not a fixed size
+    rate = hits / steps  # per example, ~ q with sd sqrt(q(1-q)/steps) = 0.015
+    assert abs(rate.mean() - q) < 0.005
+    assert np.all(np.abs(rate - q) < 6 * math.sqrt(q * (1 - q) / steps))
+
+
+def test_clipping_bounds_every_example_and_leaves_small_ones_alone():
+    # K=1, 4 examples, gradients in two tensors; norms 5, 0.5, 0, 13
+    g1 = tf.constant([[[3.0, 0.0], [0.3, 0.0], [0.0, 0.0], [5.0, 0.0]]])
+    g2 = tf.constant([[[[4.0]], [[0.4]], [[0.0]], [[12.0]]]])
+    c1, c2 = D.clip_per_example([g1, g2], clip_norm=1.0)
+    norms = np.sqrt(np.sum(c1.numpy() ** 2, -1) + np.sum(c2.numpy() ** 2, (-2, -1)))[0]
+    np.testing.assert_allclose(norms, [1.0, 0.5, 0.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(c1.numpy()[0, 0], [0.6, 0.0], rtol=1e-6)  # direction kept
+    np.testing.assert_array_equal(c1.numpy()[0, 1], g1.numpy()[0, 1])  # untouched, bit for bit
+    np.testing.assert_array_equal(c2.numpy()[0, 1], g2.numpy()[0, 1])
+    assert np.all(np.isfinite(c1.numpy())) and np.all(np.isfinite(c2.numpy()))
+
+    rng = np.random.default_rng(0)
+    big = [tf.constant(rng.normal(scale=s, size=(2, 50, 7)).astype(np.float32)) for s in (0.01, 10.0)]
+    clipped = D.clip_per_example(big, clip_norm=0.3)
+    per_example = np.sqrt(sum(np.sum(c.numpy() ** 2, -1) for c in clipped))
+    assert np.all(per_example <= 0.3 * (1 + 1e-5))
+
+
+def test_noise_has_standard_deviation_sigma_times_c():
+    sigma, c = 1.3, 0.7
+    zeros = [tf.zeros([1, 100, 100]), tf.zeros([1, 100])]
+    noisy = D.add_noise(zeros, sigma, c, tf.constant([3, 4]))
+    values = np.concatenate([t.numpy().ravel() for t in noisy])  # 10,100 draws
+    # the sd estimate's relative error is ~ 1 / sqrt(2 * 10100) = 0.7%
+    assert abs(values.std() / (sigma * c) - 1.0) < 0.03
+    assert abs(values.mean()) < 4 * sigma * c / math.sqrt(values.size)
+    assert abs(np.corrcoef(noisy[0].numpy().ravel()[:100], noisy[1].numpy().ravel())[0, 1]) < 0.4
+    again = D.add_noise(zeros, sigma, c, tf.constant([3, 4]))
+    np.testing.assert_array_equal(noisy[0].numpy(), again[0].numpy())
+    other = D.add_noise(zeros, sigma, c, tf.constant([3, 5]))
+    assert not np.allclose(noisy[0].numpy(), other[0].numpy())
+
+
+# ---------------------------------------------------------------------------
+# Per-example gradients
+
+
+@pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
+def test_forward_matches_the_ensemble_forward(arch):
+    w = _weights(arch, 2, 0)
+    x, _ = _batch(arch, 2, 5, 1)
+    logits, _ = D._forward_layers(arch, w, x)
+    np.testing.assert_allclose(logits.numpy(), E._forward(arch, w, x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
+def test_per_example_gradients_match_one_tape_per_example(arch):
+    k, b = 2, 4
+    w = _weights(arch, k, 2)
+    x, y = _batch(arch, k, b, 3)
+    batched = [g.numpy() for g in D.per_example_gradients(arch, RECIPE, w, x, y)]
+    assert [g.shape for g in batched] == [(k, b, *v.shape[1:]) for v in w]
+    for m in range(k):
+        single = [v[m : m + 1] for v in w]
+        for i in range(b):
+            with tf.GradientTape() as tape:
+                tape.watch(single)
+                logits = E._forward(arch, single, x[m : m + 1, i : i + 1])
+                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y[m : m + 1, i : i + 1], logits)
+            direct = tape.gradient(loss, single)
+            for got, want in zip(batched, direct):
+                np.testing.assert_allclose(got[m, i], want.numpy()[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
+def test_clipped_sum_is_the_sum_of_clipped_per_example_gradients(arch):
+    """The training path (ghost norms for Dense) equals clipping materialised gradients."""
+    k, b, clip = 2, 5, 0.3
+    w = _weights(arch, k, 4)
+    x, y = _batch(arch, k, b, 5)
+    valid = tf.constant([[True, True, False, True, False], [True] * 5])
+    sums, losses, _ = D.clipped_sum(arch, RECIPE, w, x, y, valid, clip)
+    clipped = D.clip_per_example(D.per_example_gradients(arch, RECIPE, w, x, y), clip)
+    mask = valid.numpy().astype(np.float32)
+    for got, per in zip(sums, clipped):
+        want = np.einsum("kb...,kb->k...", per.numpy(), mask)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+    assert np.all(losses.numpy()[~valid.numpy()] == 0)
+
+
+def test_one_step_privatises_the_gradient_as_specified():
+    """Poisson batch -> clip each example to C -> sum -> + N(0, (sigma C)^2) -> / (q n) (+ L2)."""
+    rng = np.random.default_rng(8)
+    n_rows, n, k = 40, 16, 2
+    x = rng.normal(size=(n_rows, *MLP.input_shape)).astype(np.float32)
+    y = rng.integers(0, MLP.n_classes, n_rows)
+    members = np.stack([np.arange(0, n), np.arange(20, 20 + n)]).astype(np.int32)
+    recipe = E.Recipe(epochs=1, batch_size=4, learning_rate=1e-3, l2=0.01)
+    defense = DpSgdDefense(type="dp_sgd", noise_multiplier=0.7, clip_norm=0.5)
+    dp = D.plan(recipe, n, defense)
+    assert (dp.sampling_rate, dp.steps_per_epoch) == (0.25, 4)
+    trainer = D._DpTrainer(MLP, dp, E._init_weights(MLP, k, rng), x, y)
+    grads, _, _, sizes = trainer.noisy_gradient(tf.constant(members), tf.constant(9), tf.constant(2))
+
+    idx, valid = D.poisson_batch(tf.constant(members), 0.25, tf.constant([9, 6]))
+    w = [v.read_value() for v in trainer.vars]
+    per = D.clip_per_example(
+        D.per_example_gradients(MLP, recipe, w, tf.gather(x, idx), tf.gather(y.astype(np.int32), idx)), 0.5
+    )
+    mask = valid.numpy().astype(np.float32)
+    sums = [tf.constant(np.einsum("kb...,kb->k...", g.numpy(), mask)) for g in per]
+    noise = D.add_noise([tf.zeros_like(g) for g in sums], 0.7, 0.5, tf.constant([9, 7]))
+    for got, total, z, wi in zip(grads, sums, noise, w):
+        want = (total + z) / (0.25 * n) + (2 * 0.01 * wi if len(wi.shape) > 2 else 0.0)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(sizes.numpy(), mask.sum(axis=1))
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, np.ndarray]:
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(x))
+    return {"x": x, "y": d.target.astype(np.int64), "perm": perm}
+
+
+def _job(digits, arch, k=2, n=120, epochs=2, seed=0, recipe=None, eval_data=True):
+    x = digits["x"][digits["perm"][:400]].reshape(-1, *arch.input_shape)
+    y = digits["y"][digits["perm"][:400]]
+    keep = np.zeros((k, len(x)), bool)
+    for row, start in zip(keep, range(0, 400, 400 // k)):
+        row[start : start + n] = True
+    test = digits["perm"][1500:]
+    ev = (digits["x"][test].reshape(-1, *arch.input_shape), digits["y"][test]) if eval_data else None
+    recipe = recipe or E.Recipe(epochs=epochs, batch_size=20, learning_rate=5e-3)
+    return TrainingJob(arch, recipe, x, y, keep, seed, None, ev)
+
+
+DIGIT_MLP = E.Architecture("mlp", (64,), 10, hidden_units=32)
+
+
+def test_training_is_seeded_and_reports_its_guarantee(digits):
+    defense = DpSgdDefense(type="dp_sgd", noise_multiplier=1.1, clip_norm=0.8, epochs=3)
+    a = train_models(_job(digits, DIGIT_MLP, seed=5), defense)  # through the registry
+    b = D.train(_job(digits, DIGIT_MLP, seed=5), defense)
+    c = D.train(_job(digits, DIGIT_MLP, seed=6), defense)
+    wa, wb, wc = (np.concatenate([w.ravel() for w in m.network(1).get_weights()]) for m in (a, b, c))
+    np.testing.assert_array_equal(wa, wb)
+    assert not np.allclose(wa, wc)
+    assert not np.allclose(a.network(0).get_weights()[0], a.network(1).get_weights()[0])
+
+    q, steps = 20 / 120, 3 * 6
+    assert a.info == pytest.approx(
+        {
+            "dp_epsilon": A.epsilon(1.1, q, steps, 1e-5, "rdp"),
+            "dp_delta": 1e-5,
+            "dp_noise_multiplier": 1.1,
+            "dp_clip_norm": 0.8,
+            "dp_sampling_rate": q,
+            "dp_steps": steps,
+        }
+    )
+    assert set(a.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(h.shape == (2, 3) and np.all(np.isfinite(h)) for h in a.history.values())
+    x = digits["x"][:50]
+    probs = a.network(1).predict(x, verbose=0)
+    logits = a.observe(x)[1]
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, want / want.sum(1, keepdims=True), atol=1e-5)
+
+
+def test_target_epsilon_is_calibrated(digits):
+    defense = DpSgdDefense(type="dp_sgd", noise_multiplier=None, target_epsilon=2.0, epochs=2)
+    models = D.train(_job(digits, DIGIT_MLP, k=1), defense)
+    assert models.info["dp_epsilon"] <= 2.0
+    assert models.info["dp_epsilon"] >= 1.95
+    assert models.info["dp_noise_multiplier"] == pytest.approx(
+        A.calibrate_noise(2.0, 20 / 120, 12, 1e-5, "rdp")
+    )
+
+
+def test_cnn_with_dropout_and_l2_trains(digits):
+    arch = E.Architecture("cnn", (8, 8, 1), 10, hidden_units=16, conv_filters=(4, 8))
+    recipe = E.Recipe(epochs=2, batch_size=20, learning_rate=5e-3, dropout=0.2, l2=1e-4, label_smoothing=0.1)
+    models = D.train(_job(digits, arch, recipe=recipe), DpSgdDefense(type="dp_sgd"))
+    assert models.history["loss"].shape == (2, 2)
+    assert np.all(np.isfinite(models.observe(digits["x"][:10].reshape(-1, 8, 8, 1))))
+    assert models.network(0).get_weights()[0].shape == (3, 3, 1, 4)
+
+
+def test_a_strict_budget_bounds_the_loss_attack(digits):
+    """The DP guard: every ROC point of a loss-threshold attack on an (eps, delta)-DP
+    model satisfies TPR <= e^eps FPR + delta (and TNR <= e^eps FNR + delta) up to
+    sampling error. 20% of the labels are flipped, so a non-private model that
+    memorises them does violate it: the check has power on this data.
+    """
+    x, y = digits["x"], digits["y"].copy()
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(y)) < 0.2
+    y[flip] = (y[flip] + rng.integers(1, 10, flip.sum())) % 10
+    members, nonmembers, test = np.split(digits["perm"], [400, 800])
+    keep = np.zeros((1, len(x)), bool)
+    keep[0, members] = True
+    arch = E.Architecture("mlp", (64,), 10, hidden_units=128)
+    candidates = np.concatenate([members, nonmembers])
+    is_member = np.arange(len(candidates)) < len(members)
+
+    def violations(logits: np.ndarray, eps: float) -> list:
+        z = logits - logits.max(1, keepdims=True)
+        loss = np.log(np.exp(z).sum(1)) - z[np.arange(len(z)), y[candidates]]
+        curve = roc(-loss, is_member)  # low loss means member
+        return A.dp_violations(curve.fpr, curve.tpr, eps, 1e-5, len(members), len(nonmembers))
+
+    job = TrainingJob(arch, E.Recipe(20, 32, 1e-2), x, y, keep, 1, None, (x[test], digits["y"][test]))
+    private = D.train(job, DpSgdDefense(type="dp_sgd", noise_multiplier=None, target_epsilon=2.0))
+    eps = private.info["dp_epsilon"]
+    assert eps <= 2.0
+    assert private.history["val_accuracy"][0, -1] > 0.5  # it learned something (chance: 0.1)
+    assert violations(private.observe(x[candidates])[0], eps) == []
+
+    plain = E.train_stack(arch, E.Recipe(60, 32, 1e-2), x, y, keep, seed=1)  # memorises all 400
+    assert len(violations(E.stack_logits(plain, x[candidates])[0], eps)) > 10
