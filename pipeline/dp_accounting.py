@@ -97,7 +97,9 @@ def _new_accountant(accountant: str) -> _dpa.PrivacyAccountant:
     return pld_privacy_accountant.PLDAccountant()
 
 
-def _epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float, accountant: str) -> float:
+def _epsilon(
+    noise_multiplier: float, sampling_rate: float, steps: int, delta: float, accountant: str
+) -> float:
     with _quiet_absl():
         acc = _new_accountant(accountant).compose(_event(noise_multiplier, sampling_rate, steps))
         return float(acc.get_epsilon(delta))

@@ -163,9 +163,15 @@ def test_unequal_keep_rows_raise(digits):
         E.train_stack(MLP, E.Recipe(1, 4, 1e-3), x, y, keep, seed=0)
 
 
-def test_history_shapes_and_eval_curves(digits, capsys):
+def test_history_shapes_and_eval_curves(digits, capsys, monkeypatch):
+    """History per model and epoch; the progress bar shows on a terminal only."""
+    import sys
+
     x, y, test = digits["x"], digits["y"], digits["test"]
     keep = _random_keep(digits["pool"], len(x), 3, 120, seed=2)
+    E.train_stack(MLP, E.Recipe(1, 32, 1e-3), x, y, keep, seed=0, progress="not a tty")
+    assert "not a tty" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     stack = E.train_stack(
         MLP, E.Recipe(3, 32, 1e-3), x, y, keep, seed=0,
         eval_data=(x[test], y[test]), progress="shadows",
