@@ -44,9 +44,12 @@ def run(params: Params, name: str) -> None:
         architecture = architecture_for(dataset, params.target)
         recipe = recipe_for(params.target)
         out = ROOT / "data" / "defenses" / name
-        target = train_target(
-            dataset, splits, architecture, recipe, defense, derive_seed(params.seed, "target"), label=f"{name} target"
-        )
+        try:
+            target = train_target(
+                dataset, splits, architecture, recipe, defense, derive_seed(params.seed, "target"), label=f"{name} target"
+            )
+        except PipelineError as error:  # a defense's own message cannot know its name
+            raise PipelineError(str(error).replace("defenses.<name>", f"defenses.{name}")) from None
         save_target(out, target, run_log, METRICS / "defenses" / name / "utility.json", PLOTS / "training" / f"{name}.json")
         log_model(run_log, target, dataset, splits)
         if params.defense.adaptive:
