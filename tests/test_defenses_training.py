@@ -327,7 +327,7 @@ def test_split_ai_submodels_never_see_their_excluded_points(problem):
         for i in np.flatnonzero(keep[k]):
             unseen = [j for j in range(4) if not split.keep[k * 4 + j, i] and i not in split.extra_rows[split.keep[k * 4 + j, 60:]]]
             assert unseen == list(np.flatnonzero(split.excluded[k, :, i]))
-            np.testing.assert_allclose(soft[k, i], probs[k, unseen].mean(axis=0), rtol=1e-5)
+            np.testing.assert_allclose(soft[k, i], probs[k, unseen, i].mean(axis=0), rtol=1e-5)
 
 
 def test_selena_shrinks_the_loss_gap(job, problem, plain):

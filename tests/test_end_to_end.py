@@ -146,6 +146,15 @@ def test_second_repro_reruns_nothing(project: tuple[Path, dict]) -> None:
     assert len(_runs(root)) == before
 
 
+def test_same_params_give_the_same_metrics(project: tuple[Path, dict]) -> None:
+    root, env = project
+    before = {name: (root / name).read_text() for name in ("metrics/target.json", "metrics/attacks.json")}
+    _run(["dvc", "repro", "-f", "-s", "train_target"], root, env)
+    _run(["dvc", "repro", "-f", "-s", "train_attack"], root, env)
+    after = {name: (root / name).read_text() for name in before}
+    assert after == before
+
+
 def test_changing_one_defense_reruns_only_it_and_the_report(project: tuple[Path, dict]) -> None:
     root, env = project
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -157,7 +166,7 @@ def test_changing_one_defense_reruns_only_it_and_the_report(project: tuple[Path,
         (r for r in _runs(root) if r.data.tags.get("summary") == "true"), key=lambda r: r.info.start_time
     )
     assert summary.data.tags["stage_status.defend:dropout"] == "ran"
-    assert summary.data.tags["stage_status.train_target"] == "cached"
+    assert summary.data.tags["stage_status.prepare"] == "cached"
 
 
 def test_failing_stage_leaves_run_failed_and_one_line_error(project: tuple[Path, dict]) -> None:
