@@ -16,9 +16,10 @@ Training-time defenses hook in without a trainer of their own:
 `train_stack` takes soft targets (per model), a custom per-model loss
 (`Batch` -> (K,)), per-model held-out points scored after every epoch, and
 host-side `StackCallback`s that may stop training and choose the returned
-weights (`PerModelEarlyStopping`). `_Trainer` subclasses (DP-SGD,
-adversarial regularization) reuse its variables, fused Adam and, through
-`_fit`, the epoch loop. None of it changes the plain path's graph.
+weights (`PerModelEarlyStopping`). `_Trainer` subclasses reuse its
+variables and fused Adam (DP-SGD), and through `_fit` its epoch loop too
+(adversarial regularization). None of it changes the plain path's graph:
+plain training gives bitwise the same weights as before the hooks.
 
 Each epoch is one traced graph (a while-loop over its steps) without XLA:
 measured on 2 CPU cores, ``jit_compile=True`` made the digit MLPs' steps
@@ -94,8 +95,9 @@ class TrainedStack:
 
     `history` holds "loss" and "accuracy" on each model's own training data
     (Keras `fit` semantics: epoch means over the batches, in training
-    mode), plus "val_loss" and "val_accuracy" when eval data was given;
-    each array is (K, epochs).
+    mode), plus "val_loss" and "val_accuracy" when eval data was given
+    ("holdout_*" with per-model held-out points, and any numbers a trainer
+    subclass adds); each array is (K, epochs run).
     """
 
     architecture: Architecture

@@ -14,7 +14,6 @@ four data seeds and sit inside the worst of them.
 from __future__ import annotations
 
 import dataclasses
-import types
 
 import numpy as np
 import pytest
@@ -325,7 +324,10 @@ def test_split_ai_submodels_never_see_their_excluded_points(problem):
     soft = selena.soft_labels(probs, split.excluded, y)
     for k in range(2):
         for i in np.flatnonzero(keep[k]):
-            unseen = [j for j in range(4) if not split.keep[k * 4 + j, i] and i not in split.extra_rows[split.keep[k * 4 + j, 60:]]]
+            unseen = [
+                j for j in range(4)
+                if not split.keep[k * 4 + j, i] and i not in split.extra_rows[split.keep[k * 4 + j, 60:]]
+            ]  # fmt: skip
             assert unseen == list(np.flatnonzero(split.excluded[k, :, i]))
             np.testing.assert_allclose(soft[k, i], probs[k, unseen, i].mean(axis=0), rtol=1e-5)
 
