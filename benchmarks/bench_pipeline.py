@@ -9,27 +9,13 @@ wall-clock seconds measured in this one run.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-COPIED = ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/plots", "data/raw")
-
-
-def _copy_project(root: Path) -> None:
-    for name in COPIED:
-        source = PROJECT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-
+from pipeline.sandbox import make_sandbox
 
 def _timed(args: list[str], root: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
@@ -43,16 +29,7 @@ def _timed(args: list[str], root: Path, env: dict[str, str]) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mia-bench-") as tmp:
         root = Path(tmp)
-        _copy_project(root)
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-        }
-        for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
-            subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
+        env = make_sandbox(root)
         rows = [
             ("dvc repro, cold (default params, whole pipeline)", _timed(["dvc", "repro"], root, env)),
             ("dvc repro, nothing changed (no-op)", _timed(["dvc", "repro"], root, env)),

@@ -10,11 +10,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PipelineError
 
 FOUR_SHADOW_ATTACKS = ("lira_offline", "rmia_offline")  # leave-one-out calibration over shadows
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"must be even so every point is IN for exactly half of the models (got {value})")
+    return value
+
+
+EvenCount = Annotated[int, AfterValidator(_even)]  # keep matrices of complementary halves
 
 
 class _Strict(BaseModel):
@@ -31,18 +40,9 @@ class DataParams(_Strict):
     label_column: str = "label"
     n_members: int = Field(350, gt=0)
     n_test: int = Field(300, gt=0)
-    n_shadow_pool: int = Field(700, gt=0)
+    n_shadow_pool: EvenCount = Field(700, gt=0)
     n_defender_reference: int = Field(96, ge=0)
     min_per_class: int = Field(10, ge=1)
-
-    @field_validator("n_shadow_pool")
-    @classmethod
-    def _even_pool(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError(
-                f"must be even so each pool point is IN for exactly half the shadows (got {value})"
-            )
-        return value
 
 
 class ModelParams(_Strict):
@@ -64,27 +64,13 @@ class ModelParams(_Strict):
 
 
 class ShadowParams(_Strict):
-    n_models: int = Field(8, ge=2)
-
-    @field_validator("n_models")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError(f"must be even so each pool point is IN for exactly half (got {value})")
-        return value
+    n_models: EvenCount = Field(8, ge=2)
 
 
 class ReferenceParams(_Strict):
     """Reference models of online attacks: trained on halves of candidates plus pool."""
 
-    n_models: int = Field(8, ge=4)
-
-    @field_validator("n_models")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError(f"must be even so each candidate is IN for exactly half (got {value})")
-        return value
+    n_models: EvenCount = Field(8, ge=4)
 
 
 class ShadowClassifierParams(_Strict):

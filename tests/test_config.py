@@ -94,3 +94,15 @@ def test_lira_needs_four_shadows() -> None:
 def test_defense_run_must_name_configured_defenses() -> None:
     message = bad(lambda r: r["defense"].update(run=["dropout", "nonexistent"]))
     assert "defense.run" in message and "'nonexistent'" in message
+
+
+def test_every_configured_defense_type_has_an_implementation() -> None:
+    import typing
+
+    from pipeline.config import Defense
+    from pipeline.defenses import _REGISTRY
+
+    union = typing.get_args(typing.get_args(Defense)[0])
+    types = {typing.get_args(model.model_fields["type"].annotation)[0] for model in union}
+    assert types == set(_REGISTRY)
+    assert types == {d["type"] for d in DEFAULT["defenses"].values()}  # params.yaml shows each one

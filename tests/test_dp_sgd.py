@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from pipeline import dp_accounting as A
 from pipeline import ensemble as E
@@ -262,14 +261,6 @@ def test_one_step_privatises_the_gradient_as_specified():
 
 # ---------------------------------------------------------------------------
 # Training
-
-
-@pytest.fixture(scope="module")
-def digits() -> dict[str, np.ndarray]:
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    perm = np.random.default_rng(0).permutation(len(x))
-    return {"x": x, "y": d.target.astype(np.int64), "perm": perm}
 
 
 def _job(digits, arch, k=2, n=120, epochs=2, seed=0, recipe=None, eval_data=True):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
-from sklearn.datasets import load_digits
 
 from pipeline.config import EnsembleDefense
 from pipeline.defenses import ensembling as EN
@@ -13,14 +12,6 @@ from pipeline.defenses.base import TrainingJob, from_stack, train_plain
 from pipeline.ensemble import Architecture, Recipe
 from pipeline.errors import PipelineError
 from pipeline.tf_runtime import keras
-
-
-@pytest.fixture(scope="module")
-def digits() -> dict[str, np.ndarray]:
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    perm = np.random.default_rng(0).permutation(len(x))
-    return {"x": x, "y": d.target.astype(np.int64), "perm": perm}
 
 
 ARCH = Architecture("mlp", (64,), 10, hidden_units=64)
