@@ -14,9 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HEADLINE = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
-UTILITY = ("test_accuracy", "train_accuracy", "generalization_gap")
-
 
 def build_table(utility: dict[str, dict], attacks: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """Rows keyed by target ("undefended" first, then each defense)."""

@@ -9,23 +9,23 @@ import sys
 
 from pipeline.errors import PipelineError
 from pipeline.io import read_json
-from pipeline.report import HEADLINE, strongest
-
-LABELS = {"auc": "AUC", "advantage": "adv", "tpr_at_1pct_fpr": "TPR@1%", "tpr_at_0.1pct_fpr": "TPR@0.1%"}
-
+from pipeline.report import strongest
 
 def table_text(table: dict) -> str:
-    """A fixed-width table: one row per target, one row per attack under it."""
-    lines = [f"{'target / attack':<34}{'test acc':>9}" + "".join(f"{LABELS[k]:>10}" for k in HEADLINE)]
+    """One row per target: utility, and the strongest attack by AUC and by TPR at 1% FPR."""
+    lines = [f"{'target':<28}{'test acc':>9}{'gap':>8}   {'max AUC (attack)':<30}{'max TPR@1%FPR (attack)':<30}"]
     for name, row in table.items():
-        best, _ = strongest(row, "auc")
-        lines.append(f"{name:<34}{row['test_accuracy']:>9.3f}   (strongest by AUC: {best})")
-        for attack, values in row["attacks"].items():
-            cells = "".join(
-                f"{'n/m' if values.get(k) is None else format(values[k], '.3f'):>10}" for k in HEADLINE
-            )
-            lines.append(f"  {attack:<32}{'':>9}{cells}")
+        by_auc, auc = strongest(row, "auc")
+        by_tpr, tpr = strongest(row, "tpr_at_1pct_fpr")
+        lines.append(
+            f"{name:<28}{row['test_accuracy']:>9.3f}{row['generalization_gap']:>8.3f}   "
+            f"{_value(auc) + f' ({by_auc})':<30}{_value(tpr) + f' ({by_tpr})':<30}".rstrip()
+        )
     return "\n".join(lines)
+
+
+def _value(value: float | None) -> str:
+    return "n/m" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -36,7 +36,8 @@ def main() -> None:
     print()
     print(table_text(table))
     print("\nn/m = not measurable (too few non-members for that false-positive rate)")
-    print("Full report: reports/report.md   Compare runs: make ui, then open http://127.0.0.1:5000")
+    print("Every attack on every target: reports/report.md (or: .venv/bin/dvc metrics show)")
+    print("Compare runs: make ui, then open http://127.0.0.1:5000")
 
 
 if __name__ == "__main__":
