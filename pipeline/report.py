@@ -20,6 +20,22 @@ def build_table(utility: dict[str, dict], attacks: dict[str, dict]) -> dict[str,
     return {name: {**utility[name], "attacks": attacks[name]} for name in utility}
 
 
+HEADLINE = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+
+
+def headline_metrics(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The summary run's metrics: utility and strongest attack per target, headline numbers per attack."""
+    out: dict[str, float | None] = {}
+    for name, row in table.items():
+        out[f"{name}.test_accuracy"] = row["test_accuracy"]
+        out[f"{name}.generalization_gap"] = row["generalization_gap"]
+        out[f"{name}.max_auc"] = strongest(row, "auc")[1]
+        out[f"{name}.max_tpr_at_1pct_fpr"] = strongest(row, "tpr_at_1pct_fpr")[1]
+        for attack, values in row["attacks"].items():
+            out.update({f"{name}.{attack}.{key}": values.get(key) for key in HEADLINE})
+    return out
+
+
 def strongest(row: dict[str, Any], key: str) -> tuple[str, float | None]:
     """The attack with the highest `key` on this target, and that value."""
     best = [(v[key], n) for n, v in row["attacks"].items() if v.get(key) is not None]

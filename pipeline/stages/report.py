@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.config import Params, flatten
 from pipeline.evaluation import most_exposed
 from pipeline.io import atomic_path, load_npz, read_json, write_json, write_text
-from pipeline.report import build_table, frontier_csv, markdown, privacy_utility_figure, roc_figure, strongest
+from pipeline.report import build_table, frontier_csv, headline_metrics, markdown, privacy_utility_figure, roc_figure, strongest
 from pipeline.types import AttackScores
 from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, read_roc_csv, tracked
 
@@ -74,16 +74,7 @@ def run(params: Params) -> None:
         _save_figure(roc, REPORTS / "roc.png")
         _save_figure(tradeoff, REPORTS / "privacy_utility.png")
 
-        run_log.log_metrics(
-            {f"{name}.{key}": row[key] for name, row in table.items() for key in ("test_accuracy", "generalization_gap")}
-            | {
-                f"{name}.{attack}.{key}": value
-                for name, row in table.items()
-                for attack, values in row["attacks"].items()
-                for key, value in values.items()
-                if not isinstance(value, dict)
-            }
-        )
+        run_log.log_metrics(headline_metrics(table))
         for path in (REPORTS / "report.md", REPORTS / "roc.png", REPORTS / "privacy_utility.png", METRICS / "report.json"):
             run_log.log_artifact(path)
         stages = {stage: stage for stage in UPSTREAM} | {f"defend@{name}": f"defend-{name}" for name in params.defense.run}
