@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline.sandbox import make_sandbox
 
+
 def _timed(args: list[str], root: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
     result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_curve
 
 from pipeline.attacks import get_attack
 from pipeline.config import AttackParams
-from pipeline.evaluation import evaluate, metrics_to_dict
+from pipeline.dp_accounting import dp_violations
+from pipeline.evaluation import evaluate, metrics_to_dict, roc
 from pipeline.seeding import derive_seed
 from pipeline.types import AttackInput, AttackMetrics, AttackResult
 
@@ -52,3 +53,13 @@ def roc_on_grid(audit: Audit, grid: np.ndarray) -> dict[str, np.ndarray]:
         fpr, tpr, _ = roc_curve(result.target.is_member, result.target.scores)
         table[name] = tpr[np.searchsorted(fpr, grid, side="right") - 1]
     return table
+
+
+def dp_violation_counts(audit: Audit, epsilon: float, delta: float) -> dict[str, int]:
+    """Per attack, the ROC points an (epsilon, delta)-DP model could not produce."""
+    counts = {}
+    for name, result in audit.results.items():
+        curve = roc(result.target.scores, result.target.is_member)
+        fpr, tpr = curve.fp / curve.n_nonmembers, curve.tp / curve.n_members
+        counts[name] = len(dp_violations(fpr, tpr, epsilon, delta, curve.n_members, curve.n_nonmembers))
+    return counts

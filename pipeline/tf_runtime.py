@@ -35,8 +35,8 @@ def _silenced_stderr() -> Iterator[None]:
 
 
 with _silenced_stderr():
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     tf.config.list_physical_devices()
     tf.config.experimental.enable_op_determinism()

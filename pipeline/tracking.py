@@ -9,6 +9,7 @@ run is the summary that the other stage runs are nested under.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -40,6 +41,7 @@ def _connect(experiment: str, root: Path) -> str:
     """Point MLflow at the store and return the experiment's id, creating it once."""
     import mlflow
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     mlflow.set_tracking_uri(tracking_uri(root))
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
@@ -108,10 +110,11 @@ class StageRun:
         Giving the requirements skips MLflow's inference of them, which
         costs seconds per call.
         """
-        from pipeline.tf_runtime import keras, tf
         import mlflow
         import mlflow.keras
         from mlflow.models import infer_signature
+
+        from pipeline.tf_runtime import keras, tf
 
         signature = infer_signature(example, model.predict(example, verbose=0))
         mlflow.keras.log_model(

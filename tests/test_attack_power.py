@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.attacks import get_attack
 from pipeline.config import AttackParams, DataParams
 from pipeline.data import load_dataset, make_splits
-from pipeline.evaluation import evaluate
-from pipeline.attacks import get_attack
 from pipeline.ensemble import Architecture, Recipe
+from pipeline.evaluation import evaluate
 from pipeline.models import train_target
 from pipeline.signals import ModelSet, target_signals, train_reference, train_shadows
 from pipeline.types import AttackInput

@@ -27,8 +27,16 @@ from pipeline.config import (
     RelaxLossDefense,
     SelenaDefense,
 )
-from pipeline.defenses import DefendedModels, TrainingJob, from_stack, train_models, train_plain
-from pipeline.defenses import early_stopping, relaxloss, selena
+from pipeline.defenses import (
+    DefendedModels,
+    TrainingJob,
+    early_stopping,
+    from_stack,
+    relaxloss,
+    selena,
+    train_models,
+    train_plain,
+)
 from pipeline.errors import PipelineError
 from pipeline.tf_runtime import keras, tf
 

@@ -11,8 +11,8 @@ import pytest
 from pipeline import dp_accounting as A
 from pipeline import ensemble as E
 from pipeline.config import DpSgdDefense
-from pipeline.defenses import train_models
 from pipeline.defenses import dp_sgd as D
+from pipeline.defenses import train_models
 from pipeline.defenses.base import TrainingJob
 from pipeline.errors import PipelineError
 from pipeline.evaluation import roc

@@ -13,7 +13,6 @@ from pipeline.ensemble import Architecture, Recipe
 from pipeline.errors import PipelineError
 from pipeline.tf_runtime import keras
 
-
 ARCH = Architecture("mlp", (64,), 10, hidden_units=64)
 
 

@@ -15,11 +15,10 @@ import numpy as np
 
 from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError
-from pipeline.audit import Audit, fpr_grid, roc_on_grid
-from pipeline.io import atomic_path, load_npz, read_text, write_json, write_npz, write_text
+from pipeline.io import atomic_path, load_npz, write_json, write_npz
 from pipeline.models import TrainedTarget
 from pipeline.signals import SIGNAL_FIELDS
-from pipeline.types import AttackInput, Dataset, Signals, Splits
+from pipeline.types import Dataset, Signals, Splits
 
 ROOT = Path(".")
 PREPARED = ROOT / "data" / "prepared"
@@ -112,82 +111,3 @@ def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: 
     """Log the deployed Keras model with a signature and the members it was trained on."""
     run_log.log_keras_model(target.model, dataset.x[splits.members[:5]])
     run_log.log_dataset(dataset.x[splits.members], dataset.y[splits.members], f"{dataset.name}-members", "data/prepared", "training")
-
-
-def record_audit(
-    target_name: str,
-    audit: Audit,
-    data: AttackInput,
-    run_log: object,
-    metrics_file: Path,
-    scores_file: Path,
-    dp_guarantee: tuple[float, float] | None = None,
-) -> dict:
-    """Write and log one target's attack metrics, ROC curves and per-point scores.
-
-    For a DP-trained target, `dp_guarantee` = (epsilon, delta) adds each
-    attack's count of ROC points that break the guarantee beyond sampling
-    error (`dp_violations`); any count above 0 means a bug.
-    """
-    from pipeline.report import roc_figure
-
-    metrics = audit.metrics_dict()
-    if dp_guarantee is not None:
-        for name, count in dp_violation_counts(audit, *dp_guarantee).items():
-            metrics[name]["dp_violations"] = count
-    write_json(metrics_file, metrics)
-    table = roc_on_grid(audit, fpr_grid(int((~data.target.keep[0]).sum())))
-    write_roc_csv(PLOTS / "roc" / f"{target_name}.csv", table)
-    write_npz(
-        scores_file,
-        index=data.target.index,
-        labels=data.target.labels,
-        is_member=data.target.keep[0],
-        **{name: result.target.scores for name, result in audit.results.items()},
-    )
-    for name, values in metrics.items():
-        run_log.log_metrics({f"{name}.{key}": value for key, value in values.items()})
-    run_log.log_figure(roc_figure({target_name: table}), "roc.png")
-    for name, values in metrics.items():
-        print(f"  {target_name} / {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items() if not isinstance(v, dict)))
-    return metrics
-
-
-def dp_violation_counts(audit: Audit, epsilon: float, delta: float) -> dict[str, int]:
-    """Per attack, the ROC points an (epsilon, delta)-DP model could not produce."""
-    from pipeline.dp_accounting import dp_violations
-    from pipeline.evaluation import roc
-
-    counts = {}
-    for name, result in audit.results.items():
-        curve = roc(result.target.scores, result.target.is_member)
-        fpr, tpr = curve.fp / curve.n_nonmembers, curve.tp / curve.n_members
-        counts[name] = len(dp_violations(fpr, tpr, epsilon, delta, curve.n_members, curve.n_nonmembers))
-        if counts[name]:
-            print(f"WARNING: {name} breaks the DP guarantee at {counts[name]} ROC point(s): this means a bug", file=sys.stderr)
-    return counts
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "not measurable"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def write_roc_csv(path: Path, table: dict[str, np.ndarray]) -> None:
-    """ROC points in long form (attack, fpr, tpr), the shape DVC's plot templates group by."""
-    lines = ["attack,fpr,tpr"]
-    for attack, tpr in table.items():
-        if attack != "fpr":
-            lines += [f"{attack},{f:.6g},{t:.6g}" for f, t in zip(table["fpr"], tpr)]
-    write_text(path, "\n".join(lines) + "\n")
-
-
-def read_roc_csv(path: Path) -> dict[str, np.ndarray]:
-    """Inverse of `write_roc_csv`: the wide table {"fpr": grid, attack: tpr, ...}."""
-    rows = [line.split(",") for line in read_text(path).splitlines()[1:] if line]
-    attacks = list(dict.fromkeys(row[0] for row in rows))
-    table = {"fpr": np.array([float(r[1]) for r in rows if r[0] == attacks[0]])}
-    for attack in attacks:
-        table[attack] = np.array([float(r[2]) for r in rows if r[0] == attack])
-    return table

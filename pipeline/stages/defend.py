@@ -12,10 +12,10 @@ import sys
 from pipeline.audit import run_attacks
 from pipeline.config import Params
 from pipeline.errors import PipelineError
-from pipeline.io import write_json
 from pipeline.models import architecture_for, recipe_for, train_target
 from pipeline.seeding import derive_seed
 from pipeline.signals import ModelSet, target_signals, train_reference, train_shadows
+from pipeline.stages.attack_outputs import record_audit
 from pipeline.stages.common import (
     METRICS,
     PLOTS,
@@ -27,7 +27,6 @@ from pipeline.stages.common import (
     load_signals,
     log_model,
     main,
-    record_audit,
     save_target,
     tracked,
 )

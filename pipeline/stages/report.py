@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.config import Params, flatten
+from pipeline.config import Params
 from pipeline.evaluation import most_exposed
 from pipeline.io import atomic_path, load_npz, read_json, write_json, write_text
 from pipeline.report import build_table, frontier_csv, headline_metrics, markdown, privacy_utility_figure, roc_figure, strongest
+from pipeline.stages.attack_outputs import read_roc_csv
+from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, tracked
 from pipeline.types import AttackScores
-from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, read_roc_csv, tracked
 
 REPORTS = ROOT / "reports"
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"

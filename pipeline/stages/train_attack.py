@@ -6,7 +6,8 @@ from pipeline.audit import run_attacks
 from pipeline.config import Params
 from pipeline.io import load_npz
 from pipeline.signals import ATTACK_INPUT_KEYS, attack_input_from_arrays
-from pipeline.stages.common import METRICS, ROOT, main, record_audit, tracked
+from pipeline.stages.attack_outputs import record_audit
+from pipeline.stages.common import METRICS, ROOT, main, tracked
 
 
 def run(params: Params) -> None:
