@@ -6,6 +6,7 @@ the key (for example ``defenses.l2.weight``) and the value that was given.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -211,6 +212,15 @@ class SelenaDefense(_Strict):
     n_submodels: int = Field(8, ge=2)
     n_excluded: int = Field(4, ge=1)
 
+    @model_validator(mode="after")
+    def _some_submodels_train(self) -> "SelenaDefense":
+        if self.n_excluded >= self.n_submodels:
+            raise ValueError(
+                f"n_excluded must be below n_submodels (got n_excluded={self.n_excluded}, "
+                f"n_submodels={self.n_submodels})"
+            )
+        return self
+
 
 class RelaxLossDefense(_Strict):
     """RelaxLoss (Chen et al. 2022): keep the training loss near `alpha`, not at 0."""
@@ -273,6 +283,11 @@ Defense = Annotated[
 ]
 
 
+DEFENSE_TYPES = tuple(
+    typing.get_args(model.model_fields["type"].annotation)[0] for model in typing.get_args(typing.get_args(Defense)[0])
+)
+
+
 class Params(_Strict):
     seed: int = Field(42, ge=0)
     mlflow: MlflowParams = MlflowParams()
@@ -326,18 +341,26 @@ class Params(_Strict):
         return value
 
 
+def _location(loc: tuple) -> str:
+    """Dotted key path; drops the tag pydantic inserts for a defense's `type`."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 2 and parts[0] == "defenses" and parts[2] in DEFENSE_TYPES:
+        del parts[2]
+    return ".".join(parts)
+
+
 def _format(error: ValidationError, source: str) -> str:
     """One line per problem: `params.yaml: key.path: message (got value)`."""
     lines = []
     for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"])
+        loc = _location(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         got = item.get("input")
-        suffix = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
+        quiet = item["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) or not loc
+        suffix = "" if quiet else f" (got {got!r})"
         where = f"{loc}: " if loc else ""  # whole-file checks name their keys themselves
-        suffix = "" if not loc else suffix
         lines.append(f"{source}: {where}{message}{suffix}")
     return "; ".join(lines)
 
