@@ -102,12 +102,20 @@ class RmiaParams(_Strict):
     offline_a: float | None = Field(None, ge=0, le=1)
 
 
+class LabelOnlyParams(_Strict):
+    """Augmentation attack on tabular data: `n_noise` noisy copies with this standard deviation."""
+
+    n_noise: int = Field(8, ge=1)
+    noise_scale: float = Field(0.1, gt=0)
+
+
 class AttackParams(_Strict):
     enabled: tuple[str, ...] = ("shadow_classifier", "loss_threshold")
     shadow_classifier: ShadowClassifierParams = ShadowClassifierParams()
     metric: MetricAttackParams = MetricAttackParams()
     lira: LiraParams = LiraParams()
     rmia: RmiaParams = RmiaParams()
+    label_only: LabelOnlyParams = LabelOnlyParams()
 
     @field_validator("enabled")
     @classmethod

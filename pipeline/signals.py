@@ -8,10 +8,12 @@ retrains a model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from pipeline.config import Defense
+from pipeline.augment import robustness, variants
+from pipeline.config import Defense, LabelOnlyParams
 from pipeline.data import complementary_keep
 from pipeline.defenses import DefendedModels, TrainingJob, train_models
 from pipeline.ensemble import Architecture, Recipe
@@ -93,14 +95,15 @@ def train_reference(dataset: Dataset, splits: Splits, models: ModelSet) -> Signa
 
 SIGNAL_FIELDS = ("logits", "keep", "labels", "index")
 ROLES = ("shadow", "target", "reference")
-ATTACK_INPUT_KEYS = ("shadow_on_candidates",) + tuple(f"{role}_{field}" for role in ROLES for field in SIGNAL_FIELDS)
+ARRAYS = ("shadow_on_candidates", "shadow_robustness", "target_robustness")
+ATTACK_INPUT_KEYS = ARRAYS + tuple(f"{role}_{field}" for role in ROLES for field in SIGNAL_FIELDS)
 
 
 def attack_input_to_arrays(data: AttackInput) -> dict[str, np.ndarray]:
     """Flat arrays for an .npz file (no pickles)."""
-    if data.reference is None:
-        raise ValueError("the saved attack dataset always holds reference signals")
-    arrays = {"shadow_on_candidates": data.shadow_on_candidates}
+    if data.reference is None or data.shadow_robustness is None or data.target_robustness is None:
+        raise ValueError("the saved attack dataset always holds reference signals and robustness arrays")
+    arrays = {name: getattr(data, name) for name in ARRAYS}
     for role in ROLES:
         for field in SIGNAL_FIELDS:
             arrays[f"{role}_{field}"] = getattr(getattr(data, role), field)
@@ -116,8 +119,8 @@ def attack_input_from_arrays(arrays: dict[str, np.ndarray]) -> AttackInput:
     return AttackInput(
         shadow=signals("shadow"),
         target=signals("target"),
-        shadow_on_candidates=arrays["shadow_on_candidates"],
         reference=signals("reference"),
+        **{name: arrays[name] for name in ARRAYS},
     )
 
 
@@ -128,3 +131,11 @@ def shadow_accuracy(signals: Signals) -> dict[str, float]:
         "in_accuracy": float(correct[signals.keep].mean()),
         "out_accuracy": float(correct[~signals.keep].mean()),
     }
+
+
+def robustness_signal(
+    observe: Callable[[np.ndarray], np.ndarray], dataset: Dataset, index: np.ndarray, params: LabelOnlyParams, seed: int
+) -> np.ndarray:
+    """(K, P) share of perturbed copies of the points each model still labels right."""
+    copies = variants(dataset.x[index], params.n_noise, params.noise_scale, rng_for(seed, "augment"))
+    return robustness(observe, copies, dataset.y[index])

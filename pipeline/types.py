@@ -120,10 +120,13 @@ class AttackInput:
     (the OUT models of offline LiRA and RMIA). `reference`, when present,
     holds reference models trained on random halves of the candidates plus
     the pool, each candidate IN for exactly half of them (online LiRA's
-    stronger attacker, who holds the candidate records).
+    stronger attacker, who holds the candidate records). The robustness
+    arrays serve the augmentation label-only attack (`pipeline.augment`).
     """
 
     shadow: Signals
     target: Signals
     shadow_on_candidates: np.ndarray  # (K, n_candidates, C) float32
     reference: Signals | None = None
+    shadow_robustness: np.ndarray | None = None  # (K, P) share of perturbed pool copies labelled right
+    target_robustness: np.ndarray | None = None  # (1, n_candidates) the same for the target

@@ -63,6 +63,10 @@ def make_input(
         z[:, np.arange(labels.size), labels] += difficulty + gap * keep
         return z
 
+    def robust(keep: np.ndarray) -> np.ndarray:
+        """Share of 8 perturbed copies still labelled right; members are a bit more robust."""
+        return (rng.binomial(8, np.where(keep, 0.8, 0.6)) / 8).astype(np.float32)
+
     pool_labels = rng.integers(0, n_classes, n_pool)
     pool_keep = balanced_keep(rng, n_shadows, n_pool)
     pool_difficulty = rng.normal(1.0, 1.5, n_pool)
@@ -76,6 +80,8 @@ def make_input(
         target=signals(logits(cand_labels, target_keep, cand_difficulty), target_keep, cand_labels),
         shadow_on_candidates=logits(cand_labels, out, cand_difficulty).astype(np.float32),
         reference=signals(logits(cand_labels, ref_keep, cand_difficulty), ref_keep, cand_labels),
+        shadow_robustness=robust(pool_keep),
+        target_robustness=robust(target_keep),
     )
 
 
@@ -465,3 +471,17 @@ def test_online_lira_without_reference_models_is_a_clear_error():
     data = dataclasses.replace(make_input(), reference=None)
     with pytest.raises(PipelineError, match="lira_online needs reference models"):
         get_attack("lira_online")(data, params(), 0)
+
+
+def test_augmentation_attack_scores_robustness_with_a_shadow_threshold():
+    data = make_input(n_shadows=4)
+    result = get_attack("label_only_augmentation")(data, params(), 0)
+    np.testing.assert_array_equal(result.target.scores, data.target_robustness[0])
+    assert result.calibration.scores.size == data.shadow.keep.size  # every shadow row calibrates
+    assert evaluate(result).auc > 0.65  # members keep their label on more copies
+
+
+def test_augmentation_attack_without_robustness_is_a_clear_error():
+    data = dataclasses.replace(make_input(), shadow_robustness=None)
+    with pytest.raises(PipelineError, match="label_only_augmentation needs robustness"):
+        get_attack("label_only_augmentation")(data, params(), 0)

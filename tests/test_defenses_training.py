@@ -350,11 +350,6 @@ def test_selena_shrinks_the_loss_gap(job, problem, plain):
     _assert_exports(defended, problem["x"][problem["non"]], 1)
 
 
-def test_selena_rejects_n_excluded_not_below_n_submodels(job):
-    with pytest.raises(PipelineError, match=r"n_excluded.*n_excluded=4, n_submodels=4"):
-        train_models(job, SelenaDefense(type="selena", n_submodels=4, n_excluded=4))
-
-
 # ---------------------------------------------------------------------------
 # Adversarial regularization
 

@@ -21,6 +21,7 @@ _REGISTRY: dict[str, str] = {
     "lira_online": "pipeline.attacks.lira:run_online",
     "rmia_offline": "pipeline.attacks.rmia:run",
     "label_only_gap": "pipeline.attacks.label_only:run_gap",
+    "label_only_augmentation": "pipeline.attacks.label_only:run_augmentation",
 }
 
 ATTACK_NAMES: tuple[str, ...] = tuple(_REGISTRY)

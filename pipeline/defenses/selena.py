@@ -46,15 +46,6 @@ from pipeline.seeding import derive_seed, rng_for
 __all__ = ["exclusion_matrix", "SplitAI", "split_ai", "soft_labels", "train"]
 
 
-def _check(defense: SelenaDefense) -> None:
-    m, l = defense.n_submodels, defense.n_excluded
-    if not 1 <= l < m:
-        raise PipelineError(
-            f"selena: n_excluded must be at least 1 and less than n_submodels, so every training "
-            f"point is seen by some sub-model (got n_excluded={l}, n_submodels={m})"
-        )
-
-
 def exclusion_matrix(n_points: int, n_submodels: int, n_excluded: int, rng: np.random.Generator) -> np.ndarray:
     """(n_points, M) bool: row i marks the L sub-models point i is excluded from.
 
@@ -104,8 +95,10 @@ class SplitAI:
 
 
 def split_ai(job: TrainingJob, defense: SelenaDefense) -> SplitAI:
-    """Assign exclusions and train all K*M sub-models in one `train_stack` call."""
-    _check(defense)
+    """Assign exclusions and train all K*M sub-models in one `train_stack` call.
+
+    `SelenaDefense` already guarantees 1 <= n_excluded < n_submodels.
+    """
     keep = np.asarray(job.keep, dtype=bool)
     k_models, n_total = keep.shape
     m, l = defense.n_submodels, defense.n_excluded

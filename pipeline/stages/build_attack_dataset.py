@@ -13,7 +13,7 @@ from __future__ import annotations
 from pipeline.config import Params
 from pipeline.ensemble import keras_logits
 from pipeline.io import write_json, write_npz
-from pipeline.signals import attack_input_to_arrays, target_signals
+from pipeline.signals import attack_input_to_arrays, robustness_signal, target_signals
 from pipeline.stages.common import METRICS, REFERENCE, ROOT, load_prepared, load_shadows, load_signals, main, tracked
 from pipeline.types import AttackInput
 
@@ -21,13 +21,16 @@ from pipeline.types import AttackInput
 def run(params: Params) -> None:
     from pipeline.tf_runtime import keras
 
-    with tracked("build_attack_dataset", params, ("seed",)) as run_log:
+    with tracked("build_attack_dataset", params, ("seed", "attack.label_only")) as run_log:
         dataset, splits = load_prepared()
-        shadow, shadow_on_candidates = load_shadows()
+        shadow, shadow_on_candidates, shadow_robust = load_shadows()
         reference, _ = load_signals(REFERENCE)
         model = keras.models.load_model(ROOT / "data" / "target" / "model.keras")
         target = target_signals(keras_logits(model, dataset.x[splits.candidates]), dataset, splits)
-        data = AttackInput(shadow, target, shadow_on_candidates, reference)
+        target_robust = robustness_signal(
+            lambda x: keras_logits(model, x)[None], dataset, splits.candidates, params.attack.label_only, params.seed
+        )
+        data = AttackInput(shadow, target, shadow_on_candidates, reference, shadow_robust, target_robust)
         write_npz(ROOT / "data" / "attack_dataset.npz", **attack_input_to_arrays(data))
         summary = {
             "train_rows": int(shadow.keep.size),

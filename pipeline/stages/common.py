@@ -91,10 +91,10 @@ def load_signals(path: Path, extra: tuple[str, ...] = ()) -> tuple[Signals, dict
     return Signals(**{field: arrays[field] for field in SIGNAL_FIELDS}), {key: arrays[key] for key in extra}
 
 
-def load_shadows() -> tuple[Signals, np.ndarray]:
-    """The undefended shadows' signals on the pool and their logits on the candidates."""
-    signals, extra = load_signals(SHADOWS, ("candidate_logits",))
-    return signals, extra["candidate_logits"]
+def load_shadows() -> tuple[Signals, np.ndarray, np.ndarray]:
+    """The undefended shadows' signals on the pool, logits on the candidates, robustness on the pool."""
+    signals, extra = load_signals(SHADOWS, ("candidate_logits", "robustness"))
+    return signals, extra["candidate_logits"], extra["robustness"]
 
 
 def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:

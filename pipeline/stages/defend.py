@@ -14,7 +14,7 @@ from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.models import architecture_for, recipe_for, train_target
 from pipeline.seeding import derive_seed
-from pipeline.signals import ModelSet, target_signals, train_reference, train_shadows
+from pipeline.signals import ModelSet, robustness_signal, target_signals, train_reference, train_shadows
 from pipeline.stages.attack_outputs import record_audit
 from pipeline.stages.common import (
     METRICS,
@@ -53,14 +53,18 @@ def run(params: Params, name: str) -> None:
         log_model(run_log, target, dataset, splits)
         if params.defense.adaptive:
             shadows = ModelSet(architecture, recipe, defense, params.shadows.n_models, params.seed, f"shadows-{name}")
-            shadow, shadow_on_candidates, _ = train_shadows(dataset, splits, shadows)
+            shadow, shadow_on_candidates, trained = train_shadows(dataset, splits, shadows)
+            shadow_robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.attack.label_only, params.seed)
             references = ModelSet(architecture, recipe, defense, params.reference.n_models, params.seed, f"reference-{name}")
             reference = train_reference(dataset, splits, references)
         else:
-            shadow, shadow_on_candidates = load_shadows()
+            shadow, shadow_on_candidates, shadow_robust = load_shadows()
             reference, _ = load_signals(REFERENCE)
         candidates = target_signals(target.observe(dataset.x[splits.candidates]), dataset, splits)
-        data = AttackInput(shadow, candidates, shadow_on_candidates, reference)
+        target_robust = robustness_signal(
+            target.defended.observe, dataset, splits.candidates, params.attack.label_only, params.seed
+        )
+        data = AttackInput(shadow, candidates, shadow_on_candidates, reference, shadow_robust, target_robust)
         u = target.utility
         print(f"defense {name}: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}")
         audit = run_attacks(data, params.attack, params.seed)
