@@ -182,22 +182,29 @@ def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def roc_figure(curves: dict[str, dict[str, np.ndarray]]) -> plt.Figure:
-    """One log-log ROC panel per target, one line per attack, chance as a dashed line."""
+    """Log-log ROC panels, one per target (four to a row), one line per attack, chance dashed."""
     n = len(curves)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False, sharey=True)
-    for ax, (target, table) in zip(axes[0], curves.items()):
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows + 0.9), squeeze=False, sharex=True, sharey=True)
+    attacks = [name for name in next(iter(curves.values())) if name != "fpr"]
+    colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(attacks)}
+    for ax, (target, table) in zip(axes.flat, curves.items()):
         fpr = table["fpr"]
-        for attack, tpr in table.items():
-            if attack != "fpr":
-                ax.plot(fpr, np.maximum(tpr, fpr[0] / 10), label=attack)
+        for attack in attacks:
+            ax.plot(fpr, np.maximum(table[attack], fpr[0] / 10), color=colors[attack], linewidth=1.2, label=attack)
         ax.plot(fpr, fpr, "k--", linewidth=0.8, label="chance")
-        ax.set(xscale="log", yscale="log", xlabel="false-positive rate", title=target)
-        ax.set_xlim(fpr[0], 1)
-        ax.set_ylim(fpr[0] / 10, 1.05)
+        ax.set(xscale="log", yscale="log", title=target, xlim=(fpr[0], 1), ylim=(fpr[0] / 10, 1.05))
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("true-positive rate")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("false-positive rate")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("true-positive rate")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.75 / (3.4 * rows + 0.9), 1, 1))
     return fig
 
 
