@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from pipeline.attacks import get_attack
 from pipeline.config import AttackParams
@@ -50,8 +49,8 @@ def roc_on_grid(audit: Audit, grid: np.ndarray) -> dict[str, np.ndarray]:
     """Each attack's TPR at the grid's FPRs (the best TPR with FPR <= f)."""
     table = {"fpr": grid}
     for name, result in audit.results.items():
-        fpr, tpr, _ = roc_curve(result.target.is_member, result.target.scores)
-        table[name] = tpr[np.searchsorted(fpr, grid, side="right") - 1]
+        curve = roc(result.target.scores, result.target.is_member)
+        table[name] = curve.tpr[np.searchsorted(curve.fpr, grid, side="right") - 1]
     return table
 
 
@@ -60,6 +59,5 @@ def dp_violation_counts(audit: Audit, epsilon: float, delta: float) -> dict[str,
     counts = {}
     for name, result in audit.results.items():
         curve = roc(result.target.scores, result.target.is_member)
-        fpr, tpr = curve.fp / curve.n_nonmembers, curve.tp / curve.n_members
-        counts[name] = len(dp_violations(fpr, tpr, epsilon, delta, curve.n_members, curve.n_nonmembers))
+        counts[name] = len(dp_violations(curve.fpr, curve.tpr, epsilon, delta, curve.n_members, curve.n_nonmembers))
     return counts

@@ -172,18 +172,6 @@ def evaluate(result: AttackResult) -> AttackMetrics:
     )
 
 
-def roc_points(scores: AttackScores, max_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) from (0, 0) to (1, 1), at most `max_points` evenly spread along the curve."""
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2 (got {max_points})")
-    curve = roc(scores.scores, scores.is_member)
-    fpr, tpr = curve.fpr, curve.tpr
-    if fpr.size > max_points:
-        keep = np.unique(np.round(np.linspace(0, fpr.size - 1, max_points)).astype(int))
-        fpr, tpr = fpr[keep], tpr[keep]
-    return fpr.astype(np.float64), tpr.astype(np.float64)
-
-
 def most_exposed(scores: AttackScores, index: np.ndarray, top: int = 10) -> list[dict]:
     """The members with the highest scores: the training points the attack exposes most.
 

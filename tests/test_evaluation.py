@@ -17,7 +17,6 @@ from pipeline.evaluation import (
     metrics_to_dict,
     most_exposed,
     roc,
-    roc_points,
     tpr_at_fpr,
 )
 from pipeline.types import AttackResult, AttackScores
@@ -168,17 +167,6 @@ def test_metrics_to_dict_is_flat_json_with_nones():
     ):
         assert key in d
     assert json.loads(json.dumps(d, allow_nan=False)) == d
-
-
-def test_roc_points_downsampled_and_monotone():
-    rng = np.random.default_rng(3)
-    s = scores(rng.normal(1, 1, 2000), rng.normal(0, 1, 2000))
-    fpr, tpr = roc_points(s, max_points=50)
-    assert len(fpr) == len(tpr) <= 50
-    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
-    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
-    full_fpr, full_tpr = roc_points(scores([1.0, 2.0], [0.0]), max_points=200)
-    assert full_fpr.tolist() == [0.0, 0.0, 0.0, 1.0] and full_tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
 
 
 def test_most_exposed_lists_top_members():
