@@ -7,10 +7,10 @@ sklearn-digits data (n = 350 points per model), batch size 32 (DP-SGD's
 expected Poisson batch), learning rate and initial weights; DP-SGD uses
 sigma = 1, C = 1. Both run round(n / 32) = 11 steps per epoch.
 
-- ms/epoch: the compiled epoch of each trainer (``ensemble._Trainer``,
-  the engine of ``train_stack``, and ``dp_sgd._DpTrainer``) after one
-  warm-up epoch, median over E epochs, best of R; plain and DP alternate.
-- whole call: one ``ensemble.train_stack`` and one ``dp_sgd.train`` of
+- ms/epoch: the compiled epoch of each trainer (``stack.Trainer``, the
+  engine of ``train_stack``, and ``dp_sgd.DpTrainer``) after one warm-up
+  epoch, median over E epochs, best of R; plain and DP alternate.
+- whole call: one ``stack.train_stack`` and one ``dp_sgd.train`` of
   E epochs each, tracing, set-up and export included (accounting cached).
 """
 
@@ -27,20 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from sklearn.datasets import load_digits  # noqa: E402
 
-from pipeline import ensemble as E  # noqa: E402
+from pipeline import stack as S  # noqa: E402
 from pipeline.config import DpSgdDefense  # noqa: E402
 from pipeline.defenses import dp_sgd  # noqa: E402
 from pipeline.defenses.base import TrainingJob  # noqa: E402
+from pipeline.tf_runtime import tf  # noqa: E402
 
 SETTINGS = [("mlp", 1), ("mlp", 16), ("mlp", 64), ("cnn", 1), ("cnn", 16)]
 N_PER_MODEL, BATCH, LR = 350, 32, 1e-3
 
 
-def _data(kind: str, k: int) -> tuple[E.Architecture, np.ndarray, np.ndarray, np.ndarray]:
+def _data(kind: str, k: int) -> tuple[S.Architecture, np.ndarray, np.ndarray, np.ndarray]:
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32)
     shape = (64,) if kind == "mlp" else (8, 8, 1)
-    arch = E.Architecture(kind, shape, 10, hidden_units=128, conv_filters=(16, 32))
+    arch = S.Architecture(kind, shape, 10, hidden_units=128, conv_filters=(16, 32))
     rng = np.random.default_rng(0)
     pool = rng.permutation(len(x))[:700]
     keep = np.zeros((k, len(x)), bool)
@@ -49,15 +50,13 @@ def _data(kind: str, k: int) -> tuple[E.Architecture, np.ndarray, np.ndarray, np
     return arch, x.reshape(-1, *shape), d.target.astype(np.int64), keep
 
 
-def _epoch_ms(trainer, first: np.ndarray, epochs: int, rng: np.random.Generator) -> float:
-    """Median ms of `epochs` compiled epochs after a warm-up one (plain: shuffled orders)."""
+def _epoch_ms(trainer: S.Trainer, members: np.ndarray, epochs: int, rng: np.random.Generator) -> float:
+    """Median ms of `epochs` compiled epochs after a warm-up one, each on the trainer's own inputs."""
     times = []
     for e in range(epochs + 1):
-        order = first if trainer.__class__ is not E._Trainer else np.take_along_axis(
-            first, rng.permuted(np.tile(np.arange(first.shape[1]), (first.shape[0], 1)), axis=1), 1
-        )
+        inputs = tf.constant(trainer.epoch_inputs(members, rng))
         start = time.perf_counter()
-        out = trainer.epoch(E.tf.constant(order), E.tf.constant(np.int32(e)))
+        out = trainer.epoch(inputs, tf.constant(np.int32(e)))
         _ = [t.numpy() for t in out]
         if e:
             times.append(time.perf_counter() - start)
@@ -78,12 +77,12 @@ def main() -> None:
     )
     for kind, k in SETTINGS:
         arch, x, y, keep = _data(kind, k)
-        recipe = E.Recipe(epochs=args.epochs, batch_size=BATCH, learning_rate=LR)
+        recipe = S.Recipe(epochs=args.epochs, batch_size=BATCH, learning_rate=LR)
         plan = dp_sgd.plan(recipe, N_PER_MODEL, defense)  # also caches the accounting
         members = np.stack([np.flatnonzero(row) for row in keep]).astype(np.int32)
-        init = E._init_weights(arch, k, np.random.default_rng(0))
-        plain_trainer = E._Trainer(arch, recipe, init, x, y, N_PER_MODEL)
-        dp_trainer = dp_sgd._DpTrainer(arch, plan, init, x, y)
+        init = S.init_weights(arch, k, np.random.default_rng(0))
+        plain_trainer = S.Trainer(arch, recipe, init, x, y, N_PER_MODEL)
+        dp_trainer = dp_sgd.DpTrainer(arch, plan, init, x, y)
         rng = np.random.default_rng(1)
         best = {"plain": np.inf, "dp": np.inf}
         for _ in range(args.repeats):
@@ -91,7 +90,7 @@ def main() -> None:
             best["dp"] = min(best["dp"], _epoch_ms(dp_trainer, members, args.epochs, rng))
 
         start = time.perf_counter()
-        E.train_stack(arch, recipe, x, y, keep, seed=0)
+        S.train_stack(arch, recipe, x, y, keep, seed=0)
         plain_s = time.perf_counter() - start
         start = time.perf_counter()
         dp_sgd.train(TrainingJob(arch, recipe, x, y, keep, 0), defense)

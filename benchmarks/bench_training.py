@@ -1,4 +1,4 @@
-"""Shadow-model training: batched (pipeline.ensemble) vs a sequential Keras loop.
+"""Shadow-model training: batched (pipeline.stack) vs a sequential Keras loop.
 
 Run: ``.venv/bin/python benchmarks/bench_training.py [--quick] [--epochs E] [--k K]``
 
@@ -80,7 +80,7 @@ def digits_problem(cfg: Config) -> dict[str, np.ndarray]:
 
 
 def architecture_and_recipe(cfg: Config):
-    from pipeline.ensemble import Architecture, Recipe
+    from pipeline.stack import Architecture, Recipe
 
     arch = Architecture("mlp", (64,), 10, hidden_units=cfg.hidden_units)
     recipe = Recipe(cfg.epochs, cfg.batch_size, cfg.learning_rate)
@@ -102,8 +102,8 @@ def training_flops(cfg: Config) -> float:
 
 
 def row_batched(cfg: Config) -> Row:
-    """All K models in one pipeline.ensemble.train_stack call."""
-    from pipeline.ensemble import stack_logits, train_stack
+    """All K models in one pipeline.stack.train_stack call."""
+    from pipeline.stack import stack_logits, train_stack
 
     data = digits_problem(cfg)
     arch, recipe = architecture_and_recipe(cfg)
@@ -118,7 +118,7 @@ def row_batched(cfg: Config) -> Row:
 
 def row_sequential(cfg: Config) -> Row:
     """K separate Keras models, built, compiled and fit one after another."""
-    from pipeline.ensemble import keras_model
+    from pipeline.stack import keras_model
     from pipeline.tf_runtime import keras
 
     data = digits_problem(cfg)

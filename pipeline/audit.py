@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.attacks import get_attack
+from pipeline.attacks.registry import get_attack
 from pipeline.config import AttackParams
-from pipeline.dp_accounting import dp_violations
 from pipeline.evaluation import evaluate, metrics_to_dict, roc
 from pipeline.seeding import derive_seed
 from pipeline.types import AttackInput, AttackMetrics, AttackResult
@@ -56,6 +55,8 @@ def roc_on_grid(audit: Audit, grid: np.ndarray) -> dict[str, np.ndarray]:
 
 def dp_violation_counts(audit: Audit, epsilon: float, delta: float) -> dict[str, int]:
     """Per attack, the ROC points an (epsilon, delta)-DP model could not produce."""
+    from pipeline.dp_accounting import dp_violations  # dp-accounting takes 0.6 s to import; DP targets only
+
     counts = {}
     for name, result in audit.results.items():
         curve = roc(result.target.scores, result.target.is_member)

@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import PipelineError
 
@@ -24,7 +35,7 @@ def _even(value: int) -> int:
     return value
 
 
-EvenCount = Annotated[int, AfterValidator(_even)]  # keep matrices of complementary halves
+EvenCount = Annotated[StrictInt, AfterValidator(_even)]  # keep matrices of complementary halves
 
 
 class _Strict(BaseModel):
@@ -39,22 +50,22 @@ class DataParams(_Strict):
     dataset: Literal["digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10"] = "digits"
     path: str | None = None
     label_column: str = "label"
-    n_members: int = Field(350, gt=0)
-    n_test: int = Field(300, gt=0)
+    n_members: StrictInt = Field(350, gt=0)
+    n_test: StrictInt = Field(300, gt=0)
     n_shadow_pool: EvenCount = Field(700, gt=0)
-    n_defender_reference: int = Field(96, ge=0)
-    min_per_class: int = Field(10, ge=1)
+    n_defender_reference: StrictInt = Field(96, ge=0)
+    min_per_class: StrictInt = Field(10, ge=1)
 
 
 class ModelParams(_Strict):
     """Architecture and training recipe; shadows copy the target's."""
 
     architecture: Literal["mlp", "cnn"] = "mlp"
-    hidden_units: int = Field(128, gt=0)
-    conv_filters: tuple[int, ...] = Field((16, 32), min_length=1)
-    epochs: int = Field(40, gt=0)
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    hidden_units: StrictInt = Field(128, gt=0)
+    conv_filters: tuple[StrictInt, ...] = Field((16, 32), min_length=1)
+    epochs: StrictInt = Field(40, gt=0)
+    batch_size: StrictInt = Field(32, gt=0)
+    learning_rate: StrictFloat = Field(1e-3, gt=0)
 
     @field_validator("conv_filters")
     @classmethod
@@ -75,38 +86,31 @@ class ReferenceParams(_Strict):
 
 
 class ShadowClassifierParams(_Strict):
-    per_class: bool = True
+    per_class: StrictBool = True
     classifier: Literal["mlp", "logistic_regression", "random_forest"] = "mlp"
-    hidden_units: int = Field(64, gt=0)
-    epochs: int = Field(30, gt=0)
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    hidden_units: StrictInt = Field(64, gt=0)
+    epochs: StrictInt = Field(30, gt=0)
+    batch_size: StrictInt = Field(32, gt=0)
+    learning_rate: StrictFloat = Field(1e-3, gt=0)
 
 
 class MetricAttackParams(_Strict):
     """Song & Mittal metric attacks: one threshold per true class, or one global."""
 
-    class_dependent: bool = True
+    class_dependent: StrictBool = True
 
 
 class LiraParams(_Strict):
     """LiRA: one pooled variance for all points (advised with few shadows) or one per point."""
 
-    fixed_variance: bool = True
+    fixed_variance: StrictBool = True
 
 
 class RmiaParams(_Strict):
     """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows."""
 
-    gamma: float = Field(1.0, ge=1)
-    offline_a: float | None = Field(None, ge=0, le=1)
-
-
-class LabelOnlyParams(_Strict):
-    """Augmentation attack on tabular data: `n_noise` noisy copies with this standard deviation."""
-
-    n_noise: int = Field(8, ge=1)
-    noise_scale: float = Field(0.1, gt=0)
+    gamma: StrictFloat = Field(1.0, ge=1)
+    offline_a: StrictFloat | None = Field(None, ge=0, le=1)
 
 
 class AttackParams(_Strict):
@@ -115,7 +119,6 @@ class AttackParams(_Strict):
     metric: MetricAttackParams = MetricAttackParams()
     lira: LiraParams = LiraParams()
     rmia: RmiaParams = RmiaParams()
-    label_only: LabelOnlyParams = LabelOnlyParams()
 
     @field_validator("enabled")
     @classmethod
@@ -137,7 +140,7 @@ class AttackParams(_Strict):
 class DefenseSettings(_Strict):
     """Which configured defenses run (each becomes a stage defend@<name>), and how they are attacked."""
 
-    adaptive: bool = True
+    adaptive: StrictBool = True
     run: tuple[str, ...] = ("dropout", "l2")
 
     @field_validator("run")
@@ -152,29 +155,29 @@ class DropoutDefense(_Strict):
     """Dropout after the hidden layer (the report's Dropout(0.5))."""
 
     type: Literal["dropout"]
-    rate: float = Field(0.5, gt=0, lt=1)
+    rate: StrictFloat = Field(0.5, gt=0, lt=1)
 
 
 class L2Defense(_Strict):
     """L2 weight penalty on every kernel."""
 
     type: Literal["l2"]
-    weight: float = Field(1e-3, gt=0)
+    weight: StrictFloat = Field(1e-3, gt=0)
 
 
 class LabelSmoothingDefense(_Strict):
     """Train on smoothed one-hot labels, which caps the confidence on members."""
 
     type: Literal["label_smoothing"]
-    smoothing: float = Field(0.1, gt=0, lt=1)
+    smoothing: StrictFloat = Field(0.1, gt=0, lt=1)
 
 
 class EarlyStoppingDefense(_Strict):
     """Stop when the loss on a validation split carved from the members stops falling."""
 
     type: Literal["early_stopping"]
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
-    patience: int = Field(3, ge=1)
+    validation_fraction: StrictFloat = Field(0.2, gt=0, lt=1)
+    patience: StrictInt = Field(3, ge=1)
 
 
 class DpSgdDefense(_Strict):
@@ -186,14 +189,14 @@ class DpSgdDefense(_Strict):
     """
 
     type: Literal["dp_sgd"]
-    noise_multiplier: float | None = Field(1.0, gt=0)
-    target_epsilon: float | None = Field(None, gt=0)
-    delta: float = Field(1e-5, gt=0, lt=1)
-    clip_norm: float = Field(1.0, gt=0)
+    noise_multiplier: StrictFloat | None = Field(1.0, gt=0)
+    target_epsilon: StrictFloat | None = Field(None, gt=0)
+    delta: StrictFloat = Field(1e-5, gt=0, lt=1)
+    clip_norm: StrictFloat = Field(1.0, gt=0)
     accountant: Literal["rdp", "pld"] = "rdp"
-    epochs: int | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, gt=0)
-    learning_rate: float | None = Field(None, gt=0)
+    epochs: StrictInt | None = Field(None, gt=0)
+    batch_size: StrictInt | None = Field(None, gt=0)
+    learning_rate: StrictFloat | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> "DpSgdDefense":
@@ -209,16 +212,16 @@ class AdversarialRegularizationDefense(_Strict):
     """Nasr et al. 2018: min-max training against an inference model on reference data."""
 
     type: Literal["adversarial_regularization"]
-    alpha: float = Field(1.0, gt=0)
-    inference_steps: int = Field(1, ge=1)
+    alpha: StrictFloat = Field(1.0, gt=0)
+    inference_steps: StrictInt = Field(1, ge=1)
 
 
 class SelenaDefense(_Strict):
     """SELENA (Tang et al. 2022): Split-AI soft labels, then self-distillation."""
 
     type: Literal["selena"]
-    n_submodels: int = Field(8, ge=2)
-    n_excluded: int = Field(4, ge=1)
+    n_submodels: StrictInt = Field(8, ge=2)
+    n_excluded: StrictInt = Field(4, ge=1)
 
     @model_validator(mode="after")
     def _some_submodels_train(self) -> "SelenaDefense":
@@ -234,28 +237,28 @@ class RelaxLossDefense(_Strict):
     """RelaxLoss (Chen et al. 2022): keep the training loss near `alpha`, not at 0."""
 
     type: Literal["relaxloss"]
-    alpha: float = Field(0.5, gt=0)
+    alpha: StrictFloat = Field(0.5, gt=0)
 
 
 class MemGuardDefense(_Strict):
     """MemGuard-style: perturb the confidence vector, never the predicted label."""
 
     type: Literal["memguard"]
-    budget: float = Field(0.5, gt=0, le=2)
+    budget: StrictFloat = Field(0.5, gt=0, le=2)
 
 
 class TopKDefense(_Strict):
     """Release only the k largest probabilities."""
 
     type: Literal["top_k"]
-    k: int = Field(1, ge=1)
+    k: StrictInt = Field(1, ge=1)
 
 
 class RoundingDefense(_Strict):
     """Release probabilities rounded to `decimals` places."""
 
     type: Literal["rounding"]
-    decimals: int = Field(1, ge=0)
+    decimals: StrictInt = Field(1, ge=0)
 
 
 class LabelOnlyDefense(_Strict):
@@ -268,7 +271,7 @@ class EnsembleDefense(_Strict):
     """The report's ensembling: models on disjoint parts of the members, outputs averaged."""
 
     type: Literal["ensemble"]
-    n_models: int = Field(4, ge=2)
+    n_models: StrictInt = Field(4, ge=2)
 
 
 Defense = Annotated[
@@ -297,7 +300,7 @@ DEFENSE_TYPES = tuple(
 
 
 class Params(_Strict):
-    seed: int = Field(42, ge=0)
+    seed: StrictInt = Field(42, ge=0)
     mlflow: MlflowParams = MlflowParams()
     data: DataParams = DataParams()
     target: ModelParams = ModelParams()

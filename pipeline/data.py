@@ -9,6 +9,8 @@ file under `data/raw/`.
 from __future__ import annotations
 
 import csv
+import sys
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -64,12 +66,19 @@ def _user_file(params: DataParams, root: Path) -> Path:
 
 
 def _csv(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A UTF-8 CSV (byte-order mark allowed): header row, label column, numeric features."""
     path = _user_file(params, root)
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            rows = [(reader.line_num, row) for row in reader if row]  # blank lines carry no sample
+    except UnicodeDecodeError:
+        raise PipelineError(f"{params.path}: not UTF-8 text; save it as a UTF-8 CSV file") from None
+    except csv.Error as error:
+        raise PipelineError(f"{params.path}: not a readable UTF-8 CSV file ({error})") from None
     if len(rows) < 2:
         raise PipelineError(f"{params.path}: needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header, body = rows[0][1], rows[1:]
     if params.label_column not in header:
         raise PipelineError(
             f"data.label_column: {params.label_column!r} is not a column of {params.path} "
@@ -77,34 +86,95 @@ def _csv(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     label_at = header.index(params.label_column)
     features, labels = [], []
-    for line, row in enumerate(body, start=2):
+    for line, row in body:
         if len(row) != len(header):
             raise PipelineError(f"{params.path}: line {line} has {len(row)} fields, header has {len(header)}")
-        labels.append(row[label_at])
+        label = row[label_at].strip()
+        if not label:
+            raise PipelineError(
+                f"{params.path}: line {line} has an empty {params.label_column!r} cell; give every row a label"
+            )
+        labels.append(label)
         try:
             features.append([float(v) for i, v in enumerate(row) if i != label_at])
-        except ValueError:
-            raise PipelineError(f"{params.path}: line {line} has a non-numeric feature value") from None
+        except ValueError as error:  # names the value: could not convert string to float: 'abc'
+            raise PipelineError(f"{params.path}: line {line} has a non-numeric feature value ({error})") from None
     x = np.asarray(features, dtype=np.float32)
-    _, y = np.unique(np.asarray(labels), return_inverse=True)
-    return _standardize(x), y
+    return _standardize(x), _class_indices(np.asarray(labels), params.path)
 
 
 def _npz(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays x (N, features) or (N, H, W[, C]) and y (N,) from an .npz archive."""
     from pipeline.io import load_npz
 
-    arrays = load_npz(_user_file(params, root), ("x", "y"))
+    path = _user_file(params, root)
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(
+            f"{params.path}: not an .npz archive; save the arrays with numpy.savez(path, x=x, y=y)"
+        )
+    try:
+        arrays = load_npz(path, ("x", "y"))
+    except zipfile.BadZipFile as error:  # a damaged member, found only when read
+        raise PipelineError(f"{params.path}: damaged .npz archive ({error}); save it again") from None
     x, y = arrays["x"], arrays["y"]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise PipelineError(
+            f"{params.path}: y must hold one label per sample, shaped (N,); got {y.shape} "
+            "(for one-hot labels save y.argmax(axis=1))"
+        )
     if x.ndim < 2 or len(x) != len(y):
         raise PipelineError(
             f"{params.path}: x must be (N, ...) and y (N,); got x {x.shape} and y {y.shape}"
         )
+    if len(x) == 0:
+        raise PipelineError(f"{params.path}: x and y have 0 rows; the file holds no samples")
     try:
-        x = x.astype(np.float32)
+        features = x.astype(np.float32)
     except ValueError:
         raise PipelineError(f"{params.path}: x must be numeric (got dtype {x.dtype})") from None
-    _, y = np.unique(y.reshape(-1), return_inverse=True)
-    return (_standardize(x) if x.ndim == 2 else x), y
+    y = _class_indices(y, params.path)
+    if x.ndim == 2:
+        return _standardize(features), y
+    if x.ndim == 3:
+        features = features[..., None]  # (N, H, W) grayscale gets its channel axis, as Keras data does
+    return _unit_range_images(features, x.dtype, params.path), y
+
+
+def _unit_range_images(x: np.ndarray, stored: np.dtype, name: str) -> np.ndarray:
+    """Images in [0, 1], as the models expect: unsigned integers are scaled by their dtype's maximum.
+
+    Other values outside [0, 1] are kept but warned about on stderr.
+    """
+    if np.issubdtype(stored, np.unsignedinteger):
+        top = np.iinfo(stored).max
+        print(f"{name}: {stored} images scaled by 1/{top} to [0, 1]", file=sys.stderr)
+        return x / np.float32(top)
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        print(
+            f"warning: {name}: image values range over [{low:g}, {high:g}] but the models expect "
+            "[0, 1]; divide 0-255 pixels by 255",
+            file=sys.stderr,
+        )
+    return x
+
+
+def _class_indices(labels: np.ndarray, name: str) -> np.ndarray:
+    """Class index per label, classes in sorted order.
+
+    Labels that all read as numbers compare as numbers, so "1" and "1.0"
+    are one class and "10" sorts after "2"; other labels compare as text.
+    """
+    if labels.dtype.kind in "US":
+        try:
+            labels = labels.astype(np.float64)
+        except ValueError:
+            pass  # some label is not a number: the labels are text
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise PipelineError(f"{name}: some labels are NaN or infinite; give every sample a class")
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:

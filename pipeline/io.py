@@ -1,12 +1,17 @@
 """Atomic writes and safe loads for the files that pass between stages.
 
-Every write goes to a temporary sibling first and is renamed into place,
-so a failed stage never leaves a half-written output behind.
+Every write goes to a temporary sibling first (named `.~tmp-<pid>-...`)
+and is renamed into place, so a failed stage never leaves a half-written
+output behind. Inside `staged_outputs()` (every stage body runs in one)
+the renames wait until the whole body has succeeded: a stage that fails,
+for any reason, changes none of its outputs. A temporary left by a killed
+process is removed by `sweep_stale_temporaries` on the next run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import shutil
@@ -17,21 +22,81 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.processes import interrupts_deferred, pid_alive
+
+TEMP_PREFIX = ".~tmp-"
+_pending: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("pending", default=None)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Move `tmp` onto `path` (a file or a folder) and drop its temporary folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces `path` (file or folder)."""
+    """Yield a temporary path; on success it replaces `path` (file or folder).
+
+    Inside `staged_outputs()` the replacement waits for the end of the
+    whole staged block.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=path.parent)) / path.name
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+        raise
+    pending = _pending.get()
+    if pending is None:
+        _replace(tmp, path)
+    else:
+        pending[:] = [(t, p) for t, p in pending if p != path] + [(tmp, path)]
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[None]:
+    """Hold back every `atomic_path` rename in the block; apply all of them only if it succeeds."""
+    pending: list[tuple[Path, Path]] = []
+    token = _pending.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        raise
+    finally:
+        _pending.reset(token)
+    with interrupts_deferred():  # Ctrl-C cannot leave some outputs new and others old
+        for tmp, path in pending:
+            _replace(tmp, path)
+
+
+def staged_path(path: str | Path) -> Path:
+    """Where `path`'s new content is now: its staged temporary (same file name) inside `staged_outputs()`, else itself."""
+    path = Path(path)
+    for tmp, final in _pending.get() or []:
+        if final == path:
+            return tmp
+    return path
+
+
+def sweep_stale_temporaries(folders: list[Path]) -> list[Path]:
+    """Remove temporaries that killed processes left under `folders`; returns what was removed."""
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for tmp in folder.rglob(f"{TEMP_PREFIX}*"):
+            pid = tmp.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any) -> None:

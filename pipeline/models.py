@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.config import Defense, ModelParams
-from pipeline.defenses import DefendedModels, TrainingJob, train_models
-from pipeline.ensemble import Architecture, Recipe
+from pipeline.config import ModelParams
+from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.errors import PipelineError
+from pipeline.stack import Architecture, Recipe
 from pipeline.types import Dataset, Splits
 
 
 def architecture_for(dataset: Dataset, params: ModelParams) -> Architecture:
     """The target's architecture for this dataset; shadows reuse it."""
     shape = tuple(int(d) for d in dataset.x.shape[1:])
-    if params.architecture == "cnn" and len(shape) != 3:
-        raise PipelineError(
-            f"target.architecture: cnn needs image data shaped (N, height, width, channels); "
-            f"{dataset.name} has samples shaped {shape}"
-        )
+    if params.architecture == "cnn":
+        if len(shape) != 3:
+            raise PipelineError(
+                f"target.architecture: cnn needs image data shaped (N, height, width, channels); "
+                f"{dataset.name} has samples shaped {shape}"
+            )
+        # each block's 2x2 max-pool floors height and width to half; k blocks fit while 2**k <= side
+        height, width = shape[:2]
+        most = min(height, width).bit_length() - 1
+        if len(params.conv_filters) > most:
+            raise PipelineError(
+                f"target.conv_filters: {len(params.conv_filters)} conv blocks are too many for "
+                f"{height}x{width} images; each halves height and width, so at most {most} fit"
+            )
     return Architecture(
         kind=params.architecture,
         input_shape=shape,
@@ -70,11 +79,11 @@ def train_target(
     splits: Splits,
     architecture: Architecture,
     recipe: Recipe,
-    defense: Defense | None,
+    train: Callable[[TrainingJob], DefendedModels],
     seed: int,
     label: str,
 ) -> TrainedTarget:
-    """Train one model on exactly the members, defended if a defense is given.
+    """Train one model on exactly the members with `train` (a defense's trainer, or the undefended one).
 
     The defender's reference split rides along as non-member data that
     only defenses needing it (adversarial regularization) look at.
@@ -85,7 +94,7 @@ def train_target(
     job = TrainingJob(
         architecture, recipe, dataset.x[points], dataset.y[points], keep, seed, label, (dataset.x[test], dataset.y[test])
     )
-    defended = train_models(job, defense)
+    defended = train(job)
     utility = utility_metrics(
         defended.observe(dataset.x[members])[0], dataset.y[members],
         defended.observe(dataset.x[test])[0], dataset.y[test],

@@ -228,3 +228,22 @@ def privacy_utility_figure(table: dict[str, dict[str, Any]]) -> plt.Figure:
     fig.suptitle("Privacy-utility trade-off (up and left is better)")
     fig.tight_layout()
     return fig
+
+
+def roc_csv(table: dict[str, np.ndarray]) -> str:
+    """ROC points in long form (attack, fpr, tpr), the shape DVC's plot templates group by."""
+    lines = ["attack,fpr,tpr"]
+    for attack, tpr in table.items():
+        if attack != "fpr":
+            lines += [f"{attack},{f:.6g},{t:.6g}" for f, t in zip(table["fpr"], tpr)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_roc_csv(text: str) -> dict[str, np.ndarray]:
+    """Inverse of `roc_csv`: the wide table {"fpr": grid, attack: tpr, ...}."""
+    rows = [line.split(",") for line in text.splitlines()[1:] if line]
+    attacks = list(dict.fromkeys(row[0] for row in rows))
+    table = {"fpr": np.array([float(r[1]) for r in rows if r[0] == attacks[0]])}
+    for attack in attacks:
+        table[attack] = np.array([float(r[2]) for r in rows if r[0] == attack])
+    return table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import time
 import warnings
@@ -19,7 +20,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pipeline.processes import StageInterrupted, pid_alive
+
 PARENT_TAG = "mlflow.parentRunId"
+PID_TAG, HOST_TAG = "pid", "host"
 
 
 def tracking_uri(root: Path) -> str:
@@ -104,8 +108,8 @@ class StageRun:
             dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=name)
         mlflow.log_input(dataset, context=context)
 
-    def log_keras_model(self, model: Any, example: np.ndarray, name: str = "model") -> None:
-        """Log a Keras model with its signature and explicit requirements.
+    def log_keras_model(self, model: Any, example: np.ndarray, requirements: list[str], name: str = "model") -> None:
+        """Log a Keras model with its signature and explicit pip `requirements`.
 
         Giving the requirements skips MLflow's inference of them, which
         costs seconds per call.
@@ -114,15 +118,8 @@ class StageRun:
         import mlflow.keras
         from mlflow.models import infer_signature
 
-        from pipeline.tf_runtime import keras, tf
-
         signature = infer_signature(example, model.predict(example, verbose=0))
-        mlflow.keras.log_model(
-            model,
-            name=name,
-            signature=signature,
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-        )
+        mlflow.keras.log_model(model, name=name, signature=signature, pip_requirements=requirements)
 
 
 @contextlib.contextmanager
@@ -134,11 +131,21 @@ def stage_run(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[StageRun]:
-    """Open the run for one stage; it ends FAILED if the body raises."""
+    """Open the run for one stage; it ends KILLED if the stage is interrupted, FAILED if the body raises.
+
+    Runs that a killed process left RUNNING are marked KILLED first.
+    """
     import mlflow
 
     experiment_id = _connect(experiment, root)
-    all_tags = {"stage": stage, "git_commit": _git_commit(root), **(tags or {})}
+    mark_orphans_killed(experiment_id)
+    all_tags = {
+        "stage": stage,
+        "git_commit": _git_commit(root),
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        **(tags or {}),
+    }
     if os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=all_tags)
@@ -146,10 +153,32 @@ def stage_run(
         handle = StageRun(run.info.run_id)
         handle.log_params(params)
         yield handle
+    except StageInterrupted:
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def mark_orphans_killed(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone (killed with SIGKILL, say)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname().replace("'", "")
+    running = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'", max_results=1000
+    )
+    orphans = [
+        run.info.run_id
+        for run in running
+        if run.data.tags.get(PID_TAG, "").isdigit() and not pid_alive(int(run.data.tags[PID_TAG]))
+    ]
+    for run_id in orphans:
+        client.set_terminated(run_id, status="KILLED")
+    return orphans
 
 
 def nest_stage_runs(summary_run_id: str, stage_runs: dict[str, str]) -> dict[str, str]:

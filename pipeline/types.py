@@ -128,5 +128,5 @@ class AttackInput:
     target: Signals
     shadow_on_candidates: np.ndarray  # (K, n_candidates, C) float32
     reference: Signals | None = None
-    shadow_robustness: np.ndarray | None = None  # (K, P) share of perturbed pool copies labelled right
-    target_robustness: np.ndarray | None = None  # (1, n_candidates) the same for the target
+    shadow_robustness: np.ndarray | None = None  # (S, K, P) share of perturbed pool copies labelled right, per setting
+    target_robustness: np.ndarray | None = None  # (S, 1, n_candidates) the same for the target

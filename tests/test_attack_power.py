@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.attacks import get_attack
+from pipeline.attacker import ModelSet, train_reference, train_shadows
+from pipeline.attacks.registry import get_attack
 from pipeline.config import AttackParams, DataParams
 from pipeline.data import load_dataset, make_splits
-from pipeline.ensemble import Architecture, Recipe
+from pipeline.defenses.base import train_undefended
 from pipeline.evaluation import evaluate
 from pipeline.models import train_target
-from pipeline.signals import ModelSet, target_signals, train_reference, train_shadows
+from pipeline.signals import target_signals
+from pipeline.stack import Architecture, Recipe
 from pipeline.types import AttackInput
 
 
@@ -26,11 +28,11 @@ def test_online_lira_beats_loss_attack_at_low_fpr() -> None:
     splits = make_splits(len(dataset.y), data_params, np.random.default_rng(0))
     architecture = Architecture("mlp", dataset.x.shape[1:], dataset.n_classes, hidden_units=256)
     recipe = Recipe(epochs=60, batch_size=32, learning_rate=1e-3)
-    target = train_target(dataset, splits, architecture, recipe, None, seed=1, label=None)
+    target = train_target(dataset, splits, architecture, recipe, train_undefended, seed=1, label=None)
     assert target.utility["generalization_gap"] > 0.02  # it does overfit
 
-    shadow, on_candidates, _ = train_shadows(dataset, splits, ModelSet(architecture, recipe, None, 8, 2, "shadows"))
-    reference = train_reference(dataset, splits, ModelSet(architecture, recipe, None, 16, 3, "reference"))
+    shadow, on_candidates, _ = train_shadows(dataset, splits, ModelSet(architecture, recipe, train_undefended, 8, 2, "shadows"))
+    reference = train_reference(dataset, splits, ModelSet(architecture, recipe, train_undefended, 16, 3, "reference"))
     candidates = target_signals(target.observe(dataset.x[splits.candidates]), dataset, splits)
     data = AttackInput(shadow, candidates, on_candidates, reference)
 

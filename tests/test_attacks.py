@@ -11,10 +11,11 @@ from scipy.special import log_softmax as scipy_log_softmax
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from pipeline.attacks import ATTACK_NAMES, get_attack
+from pipeline.attacks import ATTACK_NAMES
 from pipeline.attacks._signals import correct, log1m_softmax, log_softmax, log_true_prob, phi
 from pipeline.attacks.lira import gaussian_fit, lira_online_scores
 from pipeline.attacks.metric import class_thresholds, confidence, neg_entropy, neg_modified_entropy
+from pipeline.attacks.registry import REGISTRY, get_attack
 from pipeline.attacks.rmia import A_GRID, log_likelihood_ratio, rmia_scores, tune_offline_a
 from pipeline.attacks.shadow_classifier import AttackModel
 from pipeline.config import AttackParams, ShadowClassifierParams
@@ -80,8 +81,8 @@ def make_input(
         target=signals(logits(cand_labels, target_keep, cand_difficulty), target_keep, cand_labels),
         shadow_on_candidates=logits(cand_labels, out, cand_difficulty).astype(np.float32),
         reference=signals(logits(cand_labels, ref_keep, cand_difficulty), ref_keep, cand_labels),
-        shadow_robustness=robust(pool_keep),
-        target_robustness=robust(target_keep),
+        shadow_robustness=robust(pool_keep)[None],
+        target_robustness=robust(target_keep)[None],
     )
 
 
@@ -476,12 +477,29 @@ def test_online_lira_without_reference_models_is_a_clear_error():
 def test_augmentation_attack_scores_robustness_with_a_shadow_threshold():
     data = make_input(n_shadows=4)
     result = get_attack("label_only_augmentation")(data, params(), 0)
-    np.testing.assert_array_equal(result.target.scores, data.target_robustness[0])
+    np.testing.assert_array_equal(result.target.scores, data.target_robustness[0, 0])
     assert result.calibration.scores.size == data.shadow.keep.size  # every shadow row calibrates
     assert evaluate(result).auc > 0.65  # members keep their label on more copies
+
+
+def test_augmentation_attack_picks_the_setting_on_shadows_only():
+    """Of two settings, the one that separates the shadows' members wins, whatever the target's truth."""
+    data = make_input(n_shadows=4)
+    noise = np.full_like(data.shadow_robustness, 0.5)
+    useless_on_shadows = dataclasses.replace(
+        data,
+        shadow_robustness=np.concatenate([noise, data.shadow_robustness]),
+        target_robustness=np.concatenate([data.target_robustness[::-1, :, ::-1], data.target_robustness]),
+    )
+    result = get_attack("label_only_augmentation")(useless_on_shadows, params(), 0)
+    np.testing.assert_array_equal(result.target.scores, data.target_robustness[0, 0])
 
 
 def test_augmentation_attack_without_robustness_is_a_clear_error():
     data = dataclasses.replace(make_input(), shadow_robustness=None)
     with pytest.raises(PipelineError, match="label_only_augmentation needs robustness"):
         get_attack("label_only_augmentation")(data, params(), 0)
+
+
+def test_registry_runs_exactly_the_attacks_params_accept():
+    assert tuple(REGISTRY) == ATTACK_NAMES

@@ -98,10 +98,10 @@ def test_defense_run_must_name_configured_defenses() -> None:
 
 def test_every_configured_defense_type_has_an_implementation() -> None:
     from pipeline.config import DEFENSE_TYPES
-    from pipeline.defenses import _REGISTRY
+    from pipeline.defenses.registry import REGISTRY
 
     types = set(DEFENSE_TYPES)
-    assert types == set(_REGISTRY)
+    assert types == set(REGISTRY)
     assert types == {d["type"] for d in DEFAULT["defenses"].values()}  # params.yaml shows each one
 
 

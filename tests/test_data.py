@@ -1,5 +1,7 @@
 """Loaders, input checks and splits on tiny data."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -93,9 +95,21 @@ def test_npz_loader_and_class_checks(tmp_path) -> None:
     np.savez(tmp_path / "data/raw/one.npz", x=x, y=np.zeros(30))
     with pytest.raises(PipelineError, match="at least 2"):
         load_dataset(DataParams(dataset="npz", path="data/raw/one.npz"), tmp_path)
-    (tmp_path / "data/raw/bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(PipelineError, match="not a readable"):
+
+
+def _npy_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 2)))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04cut short", _npy_bytes()])
+def test_npz_that_is_not_a_zip_archive_is_one_line(tmp_path, content: bytes) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/bad.npz").write_bytes(content)  # text, a truncated zip, a bare .npy
+    with pytest.raises(PipelineError, match=r"^data/raw/bad.npz: not an .npz archive; save .* numpy.savez") as info:
         load_dataset(DataParams(dataset="npz", path="data/raw/bad.npz"), tmp_path)
+    assert "\n" not in str(info.value)
 
 
 def test_keras_loader_pools_and_scales(monkeypatch) -> None:
@@ -120,3 +134,101 @@ def test_keras_loader_without_network_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     with pytest.raises(PipelineError, match="cifar10.*internet"):
         load_dataset(DataParams(dataset="cifar10"))
+
+
+def test_csv_with_byte_order_mark_loads(tmp_path) -> None:
+    path = tmp_path / "data/raw/bom.csv"
+    path.parent.mkdir(parents=True)
+    rows = ["label,f1,f2"] + [f"{i % 2},{i},{i * 3 % 5}" for i in range(20)]
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode())  # as Excel saves "CSV UTF-8"
+    dataset = load_dataset(DataParams(dataset="csv", path="data/raw/bom.csv", min_per_class=5), tmp_path)
+    assert dataset.x.shape == (20, 2)  # the BOM did not hide the label column
+    assert dataset.y.tolist() == [i % 2 for i in range(20)]
+
+
+@pytest.mark.parametrize("content", ["f,label\ncaf\xe9,1\n".encode("latin-1"), bytes(range(256)) * 4])
+def test_csv_that_is_not_utf8_is_one_line(tmp_path, content: bytes) -> None:
+    path = tmp_path / "data/raw/bad.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)  # latin-1 text, a binary file
+    with pytest.raises(PipelineError, match=r"^data/raw/bad.csv: not UTF-8 text; save it as a UTF-8 CSV") as info:
+        load_dataset(DataParams(dataset="csv", path="data/raw/bad.csv"), tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_numeric_labels_compare_as_numbers(tmp_path) -> None:
+    """"1" and "1.0" are one class, and "10" sorts after "2", in a CSV and in an .npz."""
+    labels = ["1", "1.0", "2", "10"] * 5
+    _write_csv(tmp_path / "data/raw/toy.csv", [["f", "label"]] + [[i, v] for i, v in enumerate(labels)])
+    np.savez(tmp_path / "data/raw/toy.npz", x=np.arange(20.0)[:, None], y=np.array(labels))
+    expected = [0, 0, 1, 2] * 5
+    for dataset in ("csv", "npz"):
+        loaded = load_dataset(DataParams(dataset=dataset, path=f"data/raw/toy.{dataset}", min_per_class=5), tmp_path)
+        assert loaded.n_classes == 3
+        assert loaded.y.tolist() == expected
+
+
+def test_csv_empty_label_names_the_line(tmp_path) -> None:
+    rows = [["f", "label"]] + [[i, "" if i == 2 else "a"] for i in range(6)]
+    _write_csv(tmp_path / "data/raw/toy.csv", rows)
+    with pytest.raises(PipelineError, match=r"^data/raw/toy.csv: line 4 has an empty 'label' cell"):
+        load_dataset(DataParams(dataset="csv", path="data/raw/toy.csv"), tmp_path)
+
+
+def test_npz_labels_must_be_one_per_sample(tmp_path) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    x, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+    np.savez(tmp_path / "data/raw/column.npz", x=x, y=y[:, None])
+    loaded = load_dataset(DataParams(dataset="npz", path="data/raw/column.npz", min_per_class=5), tmp_path)
+    assert loaded.y.tolist() == y.tolist()  # (N, 1) is flattened
+    np.savez(tmp_path / "data/raw/onehot.npz", x=x, y=np.eye(3)[y])
+    with pytest.raises(PipelineError, match=r"^data/raw/onehot.npz: y must .* got \(20, 3\)"):
+        load_dataset(DataParams(dataset="npz", path="data/raw/onehot.npz"), tmp_path)
+
+
+def test_npz_without_rows_is_rejected(tmp_path) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    np.savez(tmp_path / "data/raw/empty.npz", x=np.zeros((0, 3)), y=np.zeros(0))
+    with pytest.raises(PipelineError, match=r"^data/raw/empty.npz: x and y have 0 rows"):
+        load_dataset(DataParams(dataset="npz", path="data/raw/empty.npz"), tmp_path)
+
+
+def test_npz_non_numeric_x_is_rejected(tmp_path) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    np.savez(tmp_path / "data/raw/text.npz", x=np.array([["a", "b"]] * 4), y=np.arange(4))
+    with pytest.raises(PipelineError, match=r"^data/raw/text.npz: x must be numeric"):
+        load_dataset(DataParams(dataset="npz", path="data/raw/text.npz"), tmp_path)
+
+
+def test_npz_uint8_images_are_scaled_to_unit_range(tmp_path, capsys) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    x = np.random.default_rng(0).integers(0, 256, (20, 4, 4), dtype=np.uint8)
+    x[0, 0, 0] = 255
+    np.savez(tmp_path / "data/raw/images.npz", x=x, y=np.arange(20) % 2)
+    loaded = load_dataset(DataParams(dataset="npz", path="data/raw/images.npz", min_per_class=5), tmp_path)
+    assert loaded.x.shape == (20, 4, 4, 1)  # (N, H, W) gets its channel axis
+    assert loaded.x.max() == 1.0 and loaded.x.min() >= 0.0
+    assert np.allclose(loaded.x[..., 0], x / 255.0)
+    assert capsys.readouterr().err == "data/raw/images.npz: uint8 images scaled by 1/255 to [0, 1]\n"
+
+
+def test_npz_float_images_outside_unit_range_warn(tmp_path, capsys) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    x = np.linspace(0.0, 255.0, 20 * 16).reshape(20, 4, 4, 1)
+    np.savez(tmp_path / "data/raw/images.npz", x=x, y=np.arange(20) % 2)
+    loaded = load_dataset(DataParams(dataset="npz", path="data/raw/images.npz", min_per_class=5), tmp_path)
+    assert loaded.x.max() == 255.0  # kept as given
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("warning: data/raw/images.npz: image values range over [0, 255]")
+
+
+def test_cnn_with_more_conv_blocks_than_the_image_allows() -> None:
+    from pipeline.config import ModelParams
+    from pipeline.models import architecture_for
+    from pipeline.types import Dataset
+
+    dataset = Dataset(x=np.zeros((4, 8, 8, 1), np.float32), y=np.arange(4) % 2, n_classes=2, name="digits")
+    assert architecture_for(dataset, ModelParams(architecture="cnn", conv_filters=(16, 32, 64))).conv_filters == (16, 32, 64)
+    with pytest.raises(PipelineError, match=r"^target.conv_filters: 4 conv blocks .* 8x8 images.* at most 3 fit"):
+        architecture_for(dataset, ModelParams(architecture="cnn", conv_filters=(16, 32, 64, 128)))

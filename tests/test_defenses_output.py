@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import LabelOnlyDefense, MemGuardDefense, RoundingDefense, TopKDefense
 from pipeline.defenses import output as O
 from pipeline.defenses.base import TrainingJob
-from pipeline.ensemble import Architecture, Recipe, keras_logits
+from pipeline.stack import Architecture, Recipe, keras_logits
 
 
 def _random_logits(seed: int, n: int = 4000, n_classes: int = 10) -> np.ndarray:

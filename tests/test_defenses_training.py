@@ -20,28 +20,16 @@ import pytest
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_auc_score
 
-from pipeline import ensemble as E
-from pipeline.config import (
-    AdversarialRegularizationDefense,
-    EarlyStoppingDefense,
-    RelaxLossDefense,
-    SelenaDefense,
-)
-from pipeline.defenses import (
-    DefendedModels,
-    TrainingJob,
-    early_stopping,
-    from_stack,
-    relaxloss,
-    selena,
-    train_models,
-    train_plain,
-)
+from pipeline import stack as S
+from pipeline.config import AdversarialRegularizationDefense, EarlyStoppingDefense, RelaxLossDefense, SelenaDefense
+from pipeline.defenses import early_stopping, relaxloss, selena
+from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
+from pipeline.defenses.registry import train_models
 from pipeline.errors import PipelineError
 from pipeline.tf_runtime import keras, tf
 
-ARCH = E.Architecture("mlp", (20,), 5, hidden_units=128)
-RECIPE = E.Recipe(epochs=60, batch_size=32, learning_rate=3e-3)
+ARCH = S.Architecture("mlp", (20,), 5, hidden_units=128)
+RECIPE = S.Recipe(epochs=60, batch_size=32, learning_rate=3e-3)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +135,7 @@ def test_per_model_early_stopping_is_keras_early_stopping_per_model():
         np.round(rng.uniform(0, 1, epochs), 1),
     ])  # fmt: skip
     marker = tf.Variable(np.zeros((3, 1), np.float32))  # model k's "weights" = its epoch count
-    stopper = E.PerModelEarlyStopping(monitor="holdout_loss", patience=patience)
+    stopper = S.PerModelEarlyStopping(monitor="holdout_loss", patience=patience)
     for epoch in range(epochs):
         marker.assign(np.full((3, 1), epoch, np.float32))
         stopper.on_epoch_end(epoch, {"holdout_loss": curves[:, epoch]}, [marker])
@@ -236,7 +224,7 @@ def test_relaxloss_objective_rules():
         ]
     )
     labels = tf.constant([[0, 0], [0, 1], [0, 1]])
-    loss = E._per_model_loss(logits, labels, 3, 0.0)
+    loss = tf.reduce_mean(S.per_example_loss(logits, labels, 3, 0.0), axis=1)
     objective = relaxloss.relaxloss_objective(alpha=1.0)
     targets = relaxloss.flattened_targets(logits, labels).numpy()
 
@@ -247,7 +235,7 @@ def test_relaxloss_objective_rules():
     flat_ce = -(targets * log_softmax(logits.numpy(), axis=-1)).sum(-1).mean(-1)
 
     for epoch, below in ((0, -loss.numpy()), (1, flat_ce)):
-        batch = E.Batch(logits, labels, None, loss, tf.constant(epoch), tf.constant(0))
+        batch = S.Batch(logits, labels, None, loss, tf.constant(epoch), tf.constant(0))
         got = objective(batch).numpy()
         assert loss.numpy()[0] >= 1.0 > loss.numpy()[1:].max()
         np.testing.assert_allclose(got[0], loss.numpy()[0], rtol=1e-6)
@@ -328,7 +316,7 @@ def test_split_ai_submodels_never_see_their_excluded_points(problem):
             assert np.all(keep[k, duplicates]) and not np.any(split.excluded[k, j, duplicates])
     assert np.all(extra_owner.sum(axis=0) == 1) and len(split.extra_rows) == 2
 
-    probs = softmax(E.stack_logits(split.stack, x).astype(np.float64), axis=-1).reshape(2, 4, 60, -1)
+    probs = softmax(S.stack_logits(split.stack, x).astype(np.float64), axis=-1).reshape(2, 4, 60, -1)
     soft = selena.soft_labels(probs, split.excluded, y)
     for k in range(2):
         for i in np.flatnonzero(keep[k]):
@@ -391,10 +379,10 @@ def test_adversarial_regularization_shrinks_the_loss_gap(job, problem, plain):
 
 
 def test_registry_knows_the_training_defenses():
-    from pipeline.defenses import _REGISTRY
+    from pipeline.defenses.registry import REGISTRY
 
     for name in ("early_stopping", "relaxloss", "selena", "adversarial_regularization"):
-        module, func = _REGISTRY[name].split(":")
+        module, func = REGISTRY[name].split(":")
         assert callable(getattr(__import__(module, fromlist=[func]), func))
 
 

@@ -9,30 +9,30 @@ import numpy as np
 import pytest
 
 from pipeline import dp_accounting as A
-from pipeline import ensemble as E
+from pipeline import stack as S
 from pipeline.config import DpSgdDefense
 from pipeline.defenses import dp_sgd as D
-from pipeline.defenses import train_models
 from pipeline.defenses.base import TrainingJob
+from pipeline.defenses.registry import train_models
 from pipeline.errors import PipelineError
 from pipeline.evaluation import roc
 from pipeline.tf_runtime import tf
 
-MLP = E.Architecture("mlp", (6,), 3, hidden_units=5)
-CNN = E.Architecture("cnn", (6, 6, 2), 3, hidden_units=5, conv_filters=(3, 4))
-RECIPE = E.Recipe(epochs=1, batch_size=4, learning_rate=1e-3)
+MLP = S.Architecture("mlp", (6,), 3, hidden_units=5)
+CNN = S.Architecture("cnn", (6, 6, 2), 3, hidden_units=5, conv_filters=(3, 4))
+RECIPE = S.Recipe(epochs=1, batch_size=4, learning_rate=1e-3)
 
 
-def _weights(arch: E.Architecture, k: int, seed: int) -> list[tf.Tensor]:
+def _weights(arch: S.Architecture, k: int, seed: int) -> list[tf.Tensor]:
     """Random weights, biases non-zero too, so every gradient term matters."""
     rng = np.random.default_rng(seed)
     return [
         tf.constant(w + 0.1 * rng.normal(size=w.shape).astype(np.float32))
-        for w in E._init_weights(arch, k, rng)
+        for w in S.init_weights(arch, k, rng)
     ]
 
 
-def _batch(arch: E.Architecture, k: int, b: int, seed: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _batch(arch: S.Architecture, k: int, b: int, seed: int) -> tuple[tf.Tensor, tf.Tensor]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(k, b, *arch.input_shape)).astype(np.float32)
     y = rng.integers(0, arch.n_classes, size=(k, b)).astype(np.int32)
@@ -189,11 +189,29 @@ def test_noise_has_standard_deviation_sigma_times_c():
 
 
 @pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
-def test_forward_matches_the_ensemble_forward(arch):
-    w = _weights(arch, 2, 0)
-    x, _ = _batch(arch, 2, 5, 1)
-    logits, _ = D._forward_layers(arch, w, x)
-    np.testing.assert_allclose(logits.numpy(), E._forward(arch, w, x).numpy(), rtol=1e-5, atol=1e-6)
+def test_forward_layers_expose_each_layers_input_and_pre_activation(arch):
+    """What ghost clipping reads: per kernel, its input a and pre-activation a W + b, in model layout.
+
+    Conv layers hold the K models side by side in the channel axis: model
+    m's output channels are its own convolution of its own input channels.
+    """
+    k = 2
+    w = _weights(arch, k, 0)
+    x, _ = _batch(arch, k, 5, 1)
+    logits, layers = S.forward_layers(arch, w, x)
+    np.testing.assert_array_equal(logits.numpy(), S.forward(arch, w, x).numpy())
+    np.testing.assert_array_equal(layers[-1].outputs.numpy(), logits.numpy())
+    assert len(layers) == len(w) // 2
+    for layer, kernel, bias in zip(layers, w[::2], w[1::2]):
+        if layer.kind == "dense":
+            want = tf.einsum("kbd,kdh->kbh", layer.inputs, kernel) + bias[:, None, :]
+            np.testing.assert_allclose(layer.outputs.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+            continue
+        cin, cout = kernel.shape[3], kernel.shape[4]
+        for m in range(k):
+            own = tf.nn.conv2d(layer.inputs[..., m * cin : (m + 1) * cin], kernel[m], 1, "SAME") + bias[m]
+            got = layer.outputs[..., m * cout : (m + 1) * cout]
+            np.testing.assert_allclose(got.numpy(), own.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
@@ -208,7 +226,7 @@ def test_per_example_gradients_match_one_tape_per_example(arch):
         for i in range(b):
             with tf.GradientTape() as tape:
                 tape.watch(single)
-                logits = E._forward(arch, single, x[m : m + 1, i : i + 1])
+                logits = S.forward(arch, single, x[m : m + 1, i : i + 1])
                 loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y[m : m + 1, i : i + 1], logits)
             direct = tape.gradient(loss, single)
             for got, want in zip(batched, direct):
@@ -238,11 +256,11 @@ def test_one_step_privatises_the_gradient_as_specified():
     x = rng.normal(size=(n_rows, *MLP.input_shape)).astype(np.float32)
     y = rng.integers(0, MLP.n_classes, n_rows)
     members = np.stack([np.arange(0, n), np.arange(20, 20 + n)]).astype(np.int32)
-    recipe = E.Recipe(epochs=1, batch_size=4, learning_rate=1e-3, l2=0.01)
+    recipe = S.Recipe(epochs=1, batch_size=4, learning_rate=1e-3, l2=0.01)
     defense = DpSgdDefense(type="dp_sgd", noise_multiplier=0.7, clip_norm=0.5)
     dp = D.plan(recipe, n, defense)
     assert (dp.sampling_rate, dp.steps_per_epoch) == (0.25, 4)
-    trainer = D._DpTrainer(MLP, dp, E._init_weights(MLP, k, rng), x, y)
+    trainer = D.DpTrainer(MLP, dp, S.init_weights(MLP, k, rng), x, y)
     grads, _, _, sizes = trainer.noisy_gradient(tf.constant(members), tf.constant(9), tf.constant(2))
 
     idx, valid = D.poisson_batch(tf.constant(members), 0.25, tf.constant([9, 6]))
@@ -271,11 +289,11 @@ def _job(digits, arch, k=2, n=120, epochs=2, seed=0, recipe=None, eval_data=True
         row[start : start + n] = True
     test = digits["perm"][1500:]
     ev = (digits["x"][test].reshape(-1, *arch.input_shape), digits["y"][test]) if eval_data else None
-    recipe = recipe or E.Recipe(epochs=epochs, batch_size=20, learning_rate=5e-3)
+    recipe = recipe or S.Recipe(epochs=epochs, batch_size=20, learning_rate=5e-3)
     return TrainingJob(arch, recipe, x, y, keep, seed, None, ev)
 
 
-DIGIT_MLP = E.Architecture("mlp", (64,), 10, hidden_units=32)
+DIGIT_MLP = S.Architecture("mlp", (64,), 10, hidden_units=32)
 
 
 def test_training_is_seeded_and_reports_its_guarantee(digits):
@@ -319,8 +337,8 @@ def test_target_epsilon_is_calibrated(digits):
 
 
 def test_cnn_with_dropout_and_l2_trains(digits):
-    arch = E.Architecture("cnn", (8, 8, 1), 10, hidden_units=16, conv_filters=(4, 8))
-    recipe = E.Recipe(epochs=2, batch_size=20, learning_rate=5e-3, dropout=0.2, l2=1e-4, label_smoothing=0.1)
+    arch = S.Architecture("cnn", (8, 8, 1), 10, hidden_units=16, conv_filters=(4, 8))
+    recipe = S.Recipe(epochs=2, batch_size=20, learning_rate=5e-3, dropout=0.2, l2=1e-4, label_smoothing=0.1)
     models = D.train(_job(digits, arch, recipe=recipe), DpSgdDefense(type="dp_sgd"))
     assert models.history["loss"].shape == (2, 2)
     assert np.all(np.isfinite(models.observe(digits["x"][:10].reshape(-1, 8, 8, 1))))
@@ -340,7 +358,7 @@ def test_a_strict_budget_bounds_the_loss_attack(digits):
     members, nonmembers, test = np.split(digits["perm"], [400, 800])
     keep = np.zeros((1, len(x)), bool)
     keep[0, members] = True
-    arch = E.Architecture("mlp", (64,), 10, hidden_units=128)
+    arch = S.Architecture("mlp", (64,), 10, hidden_units=128)
     candidates = np.concatenate([members, nonmembers])
     is_member = np.arange(len(candidates)) < len(members)
 
@@ -350,12 +368,12 @@ def test_a_strict_budget_bounds_the_loss_attack(digits):
         curve = roc(-loss, is_member)  # low loss means member
         return A.dp_violations(curve.fpr, curve.tpr, eps, 1e-5, len(members), len(nonmembers))
 
-    job = TrainingJob(arch, E.Recipe(20, 32, 1e-2), x, y, keep, 1, None, (x[test], digits["y"][test]))
+    job = TrainingJob(arch, S.Recipe(20, 32, 1e-2), x, y, keep, 1, None, (x[test], digits["y"][test]))
     private = D.train(job, DpSgdDefense(type="dp_sgd", noise_multiplier=None, target_epsilon=2.0))
     eps = private.info["dp_epsilon"]
     assert eps <= 2.0
     assert private.history["val_accuracy"][0, -1] > 0.5  # it learned something (chance: 0.1)
     assert violations(private.observe(x[candidates])[0], eps) == []
 
-    plain = E.train_stack(arch, E.Recipe(60, 32, 1e-2), x, y, keep, seed=1)  # memorises all 400
-    assert len(violations(E.stack_logits(plain, x[candidates])[0], eps)) > 10
+    plain = S.train_stack(arch, S.Recipe(60, 32, 1e-2), x, y, keep, seed=1)  # memorises all 400
+    assert len(violations(S.stack_logits(plain, x[candidates])[0], eps)) > 10

@@ -1,17 +1,26 @@
 """The real `dvc repro` on tiny params in a temporary git repository.
 
-Checks every stage's outputs, the MLflow summary run and its nested stage
-runs, that a second repro reruns nothing, that changing one defense reruns
-only that defense and the report, and that a failing stage leaves its run
-FAILED with a one-line error.
+Checks every stage's outputs and the MLflow summary run; that a second
+repro reruns nothing; that an attack parameter reruns only attack stages
+and a defense parameter only that defense's stages (plus the report); that
+bad params and data fail with one line and change no committed file; that
+SIGKILL and SIGINT during a stage lose nothing and record nothing; and that
+forced reruns reproduce the metrics byte for byte. Every stage runs with
+`PIPELINE_CHECK_PARAMS` set, so a param listed in dvc.yaml but never read
+fails it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -25,6 +34,7 @@ TINY = {
     "attack": {"shadow_classifier": {"epochs": 2}},
     "defense": {"run": ["dropout", "dp_sgd", "memguard"]},
 }
+ATTACK_STAGES = {"train_attack", "attack_defense@dropout", "attack_defense@dp_sgd", "attack_defense@memguard"}
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +59,8 @@ def _run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subproces
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("project")
     params = _deep_update(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY)
-    return root, make_sandbox(root, yaml.safe_dump(params, sort_keys=False))
+    env = make_sandbox(root, yaml.safe_dump(params, sort_keys=False))
+    return root, {**env, "PIPELINE_CHECK_PARAMS": "1"}
 
 
 def _runs(root: Path) -> list:
@@ -64,13 +75,27 @@ def _ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
+def _commit(root: Path, env: dict) -> None:
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "results", "--allow-empty"], root, env)
+
+
+def _changed(root: Path, env: dict) -> list[str]:
+    """`git status` entries: committed files changed or deleted, and new files."""
+    return _run(["git", "status", "--porcelain", "--untracked-files=all"], root, env).stdout.splitlines()
+
+
+def _metrics(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted((root / "metrics").rglob("*.json"))}
+
+
 def test_full_repro(project: tuple[Path, dict]) -> None:
     root, env = project
     result = _run(["dvc", "repro"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
     defenses = params["defense"]["run"]
-    expected = {"prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack", "report"}
-    expected |= {f"defend@{name}" for name in defenses}
+    expected = {"prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "report"}
+    expected |= ATTACK_STAGES | {f"defend@{name}" for name in defenses}
     assert _ran_stages(result.stdout) == expected
 
     prepared = json.loads((root / "metrics/prepare.json").read_text())
@@ -114,6 +139,7 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
     train_target = next(r for r in children if r.data.tags["stage"] == "train_target")
     assert "val_accuracy" in train_target.data.metrics
     assert train_target.data.tags["git_commit"] != "unknown"
+    _commit(root, env)
 
 
 def test_second_repro_reruns_nothing(project: tuple[Path, dict]) -> None:
@@ -124,44 +150,169 @@ def test_second_repro_reruns_nothing(project: tuple[Path, dict]) -> None:
     assert len(_runs(root)) == before
 
 
-def test_changing_one_defense_reruns_only_it_and_the_report(project: tuple[Path, dict]) -> None:
-    root, env = project
+def _set(root: Path, change: dict) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["defenses"]["dropout"]["rate"] = 0.3
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(_deep_update(params, change), sort_keys=False))
+
+
+def test_an_attack_parameter_reruns_only_attack_stages(project: tuple[Path, dict]) -> None:
+    root, env = project
+    _set(root, {"attack": {"rmia": {"gamma": 2.0}}})
     result = _run(["dvc", "repro"], root, env)
-    assert _ran_stages(result.stdout) == {"defend@dropout", "report"}
+    assert _ran_stages(result.stdout) == {*ATTACK_STAGES, "report"}
+    _commit(root, env)
+
+
+def test_changing_one_defense_reruns_only_its_stages_and_the_report(project: tuple[Path, dict]) -> None:
+    root, env = project
+    _set(root, {"defenses": {"dropout": {"rate": 0.3}}})
+    result = _run(["dvc", "repro"], root, env)
+    assert _ran_stages(result.stdout) == {"defend@dropout", "attack_defense@dropout", "report"}
     summary = max(
         (r for r in _runs(root) if r.data.tags.get("summary") == "true"), key=lambda r: r.info.start_time
     )
     assert summary.data.tags["stage_status.defend:dropout"] == "ran"
     assert summary.data.tags["stage_status.prepare"] == "cached"
+    _commit(root, env)
 
 
-def test_failing_stage_leaves_run_failed_and_one_line_error(project: tuple[Path, dict]) -> None:
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+BAD_INPUTS = [
+    # (change to params, data file to create or None, text the one error line must contain)
+    ({"epochs": 100}, None, "epochs: unknown key"),
+    ({"seed": "abc"}, None, "seed: Input should be a valid integer"),
+    ({"seed": True}, None, "seed: Input should be a valid integer"),
+    ({"attack": {"enabled": ["lira_offlin"]}}, None, "unknown attack 'lira_offlin'"),
+    ({"defenses": {"dropout": {"rate": 1.5}}}, None, "defenses.dropout.rate"),
+    ({"defense": {"adaptive": "yes"}}, None, "defense.adaptive"),  # read by the defense and report stages only
+    ({"attack": {"rmia": {"gamma": 0.5}}}, None, "attack.rmia.gamma"),
+    ({"data": {"n_members": 5000}}, None, "data.n_members"),
+    ({"data": {"dataset": "csv", "path": "data/raw/missing.csv"}}, None, "data.path: file not found"),
+    ({"data": {"dataset": "csv", "path": "data/raw/bad.csv"}}, ("bad.csv", b"label,a\n1,\xff\xfe\n"), "bad.csv"),
+    ({"data": {"dataset": "npz", "path": "data/raw/y2d.npz"}}, ("y2d.npz", "y2d"), "y2d.npz"),
+    ({"data": {"dataset": "npz", "path": "data/raw/empty.npz"}}, ("empty.npz", "empty"), "empty.npz"),
+    ({"target": {"architecture": "cnn", "conv_filters": [16, 32, 64, 128]}}, None, "target.conv_filters"),
+]
+
+
+def _make_data_file(path: Path, content: bytes | str) -> None:
+    if content == "y2d":
+        _write_npz(path, x=np.zeros((40, 3), np.float32), y=np.zeros((40, 3), np.int64))
+    elif content == "empty":
+        _write_npz(path, x=np.zeros((0, 3), np.float32), y=np.zeros(0, np.int64))
+    else:
+        path.write_bytes(content)
+
+
+def test_bad_inputs_fail_with_one_line_and_change_no_committed_file(project: tuple[Path, dict]) -> None:
     root, env = project
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["n_members"] = 5000
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = _run(["dvc", "repro"], root, env, check=False)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "data.n_members" in errors[0] and "1797" in errors[0]
-    assert "Traceback" not in result.stderr
-    assert not (root / "data/prepared").exists()
-    latest = max((r for r in _runs(root) if r.data.tags.get("stage") == "prepare"), key=lambda r: r.info.start_time)
-    assert latest.info.status == "FAILED"
+    original = (root / "params.yaml").read_text()
+    assert _changed(root, env) == []
+    for change, data_file, expected in BAD_INPUTS:
+        _set(root, change)
+        if data_file is not None:
+            _make_data_file(root / "data" / "raw" / data_file[0], data_file[1])
+        result = _run(["dvc", "repro"], root, env, check=False)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode != 0, change
+        assert len(errors) == 1 and expected in errors[0], (change, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, change
+        allowed = {" M params.yaml"} | ({f"?? data/raw/{data_file[0]}"} if data_file else set())
+        assert set(_changed(root, env)) <= allowed, (change, _changed(root, env))
+        (root / "params.yaml").write_text(original)
+        if data_file is not None:
+            (root / "data" / "raw" / data_file[0]).unlink()
+    assert _ran_stages(_run(["dvc", "repro"], root, env).stdout) == set()
+    assert _changed(root, env) == []
+
+
+def _running_stage_pid(root: Path, stage: str, timeout: float = 180.0) -> int:
+    """The pid of the stage process, read straight from the MLflow store once its run is RUNNING."""
+    query = (
+        "SELECT p.value FROM runs r JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'stage' "
+        "JOIN tags p ON p.run_uuid = r.run_uuid AND p.key = 'pid' WHERE r.status = 'RUNNING' AND s.value = ?"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(root / "mlflow.db", timeout=5) as db:
+                found = db.execute(query, (stage,)).fetchall()
+        except sqlite3.OperationalError:  # the store is being created
+            found = []
+        if found:
+            return int(found[0][0])
+        time.sleep(0.02)
+    raise AssertionError(f"stage {stage} never started its MLflow run")
+
+
+def _touch_code(root: Path, module: str) -> None:
+    """Change a stage's code without changing what it computes, so DVC reruns it."""
+    path = root / (module.replace(".", "/") + ".py")
+    path.write_text(path.read_text() + "# touched\n")
+
+
+def _interrupt_stage(root: Path, env: dict, stage: str, sig: int, delay: float) -> subprocess.CompletedProcess:
+    """Run `dvc repro` and send `sig` to the stage's process `delay` seconds into its MLflow run."""
+    repro = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = _running_stage_pid(root, stage)
+    time.sleep(delay)
+    os.kill(pid, sig)
+    out, err = repro.communicate(timeout=300)
+    return subprocess.CompletedProcess(repro.args, repro.returncode, out, err)
+
+
+@pytest.mark.parametrize("stage", ["train_shadows", "train_attack"])
+def test_sigkill_during_a_stage_loses_nothing_and_repro_recovers(project: tuple[Path, dict], stage: str) -> None:
+    root, env = project
+    module = f"pipeline.stages.{stage}"
+    before = _metrics(root)
+    _touch_code(root, module)
+    killed = _interrupt_stage(root, env, stage, signal.SIGKILL, 0.0)
+    assert killed.returncode != 0
+    assert set(_changed(root, env)) == {f" M {module.replace('.', '/')}.py"}  # nothing lost or half-written
+    _run(["dvc", "repro"], root, env)
+    assert _metrics(root) == before
+    assert not list(root.rglob(".~tmp-*"))
+    assert not [r for r in _runs(root) if r.info.status == "RUNNING"]  # the orphan was marked KILLED
+    assert any(r.info.status == "KILLED" for r in _runs(root))
+    _commit(root, env)
+
+
+def test_sigint_during_an_attack_fit_fails_the_stage_and_records_nothing(project: tuple[Path, dict]) -> None:
+    root, env = project
+    module = "pipeline.stages.train_attack"
+    _touch_code(root, module)
+    lock = (root / "dvc.lock").read_text()
+    interrupted = _interrupt_stage(root, env, "train_attack", signal.SIGINT, 0.3)
+    assert interrupted.returncode != 0
+    assert "interrupted by SIGINT; nothing was recorded" in interrupted.stderr
+    assert (root / "dvc.lock").read_text() == lock
+    assert set(_changed(root, env)) == {f" M {module.replace('.', '/')}.py"}
+    latest = max((r for r in _runs(root) if r.data.tags.get("stage") == "train_attack"), key=lambda r: r.info.start_time)
+    assert latest.info.status == "KILLED"
+    _run(["git", "checkout", "--", "."], root, env)
 
 
 def test_same_params_give_the_same_metrics(project: tuple[Path, dict]) -> None:
-    """Back to valid params, forced reruns of training and attacks reproduce the metrics exactly."""
+    """Forced reruns of training and attacks reproduce the metrics exactly."""
     root, env = project
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["n_members"] = TINY["data"]["n_members"]
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["dvc", "repro"], root, env)
-    before = {name: (root / name).read_text() for name in ("metrics/target.json", "metrics/attacks.json")}
+    before = _metrics(root)
     _run(["dvc", "repro", "-f", "-s", "train_target"], root, env)
+    _run(["dvc", "repro", "-f", "-s", "defend@dropout"], root, env)
     _run(["dvc", "repro", "-f", "-s", "train_attack"], root, env)
-    after = {name: (root / name).read_text() for name in before}
-    assert after == before
+    assert _metrics(root) == before
+
+
+def test_a_removed_defense_no_longer_shows(project: tuple[Path, dict]) -> None:
+    root, env = project
+    _run(["dvc", "repro"], root, env)  # settle the forced reruns above (a saved .keras file differs in its zip timestamps)
+    _set(root, {"defense": {"run": ["dropout", "memguard"]}})
+    assert _ran_stages(_run(["dvc", "repro"], root, env).stdout) == {"report"}
+    assert "dp_sgd" not in _run(["dvc", "metrics", "show"], root, env).stdout
+    assert "dp_sgd" not in _run(["dvc", "plots", "show", "--json"], root, env).stdout
+    assert list(json.loads((root / "metrics/report.json").read_text())) == ["undefended", "dropout", "memguard"]

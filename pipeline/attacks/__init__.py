@@ -1,35 +1,16 @@
-"""Registry of attacks by the name used in `params.yaml`.
+"""Membership-inference attacks: one module per family; `registry` maps each name below to its function."""
 
-Each entry names the module and function that runs the attack, imported
-only when the attack is used, so validating params stays fast.
-"""
-
-from __future__ import annotations
-
-import importlib
-from typing import Callable
-
-_REGISTRY: dict[str, str] = {
-    "shadow_classifier": "pipeline.attacks.shadow_classifier:run",
-    "ml_leaks": "pipeline.attacks.shadow_classifier:run_ml_leaks",
-    "loss_threshold": "pipeline.attacks.threshold:run_loss",
-    "metric_confidence": "pipeline.attacks.metric:run_confidence",
-    "metric_entropy": "pipeline.attacks.metric:run_entropy",
-    "metric_modified_entropy": "pipeline.attacks.metric:run_modified_entropy",
-    "metric_loss": "pipeline.attacks.metric:run_loss",
-    "lira_offline": "pipeline.attacks.lira:run",
-    "lira_online": "pipeline.attacks.lira:run_online",
-    "rmia_offline": "pipeline.attacks.rmia:run",
-    "label_only_gap": "pipeline.attacks.label_only:run_gap",
-    "label_only_augmentation": "pipeline.attacks.label_only:run_augmentation",
-}
-
-ATTACK_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def get_attack(name: str) -> Callable:
-    """The attack function registered under `name`."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACK_NAMES)}")
-    module, func = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), func)
+ATTACK_NAMES: tuple[str, ...] = (
+    "shadow_classifier",
+    "ml_leaks",
+    "loss_threshold",
+    "metric_confidence",
+    "metric_entropy",
+    "metric_modified_entropy",
+    "metric_loss",
+    "lira_offline",
+    "lira_online",
+    "rmia_offline",
+    "label_only_gap",
+    "label_only_augmentation",
+)

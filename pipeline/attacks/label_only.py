@@ -7,11 +7,17 @@ attack, which is therefore not registered a second time.
 `run_augmentation` (``label_only_augmentation``, Choquette-Choo et al.
 2021): score = the share of perturbed copies of a point (shifts for
 images, noise for tabular rows; `pipeline.augment`) whose predicted label
-is still right. It needs those extra label queries, saved by the stages as
-robustness arrays; the threshold is fit on the shadows' robustness.
+is still right. The stages that hold the models saved these label queries
+as robustness arrays, one per perturbation setting (one for images, one
+per noise scale for tabular rows). The setting is chosen, and the
+threshold fit, on the shadows' robustness only: the setting whose scores
+separate the shadows' members from their non-members best (AUC).
 """
 
 from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from pipeline.attacks._signals import correct, make_result, score_with, shadow_scores
 from pipeline.config import AttackParams
@@ -26,5 +32,6 @@ def run_gap(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
 def run_augmentation(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
     if data.shadow_robustness is None or data.target_robustness is None:
         raise PipelineError("attack.enabled: label_only_augmentation needs robustness arrays (pipeline.augment)")
-    calibration = shadow_scores(data.shadow_robustness, data.shadow)
-    return make_result("label_only_augmentation", data, data.target_robustness[0], calibration)
+    settings = [shadow_scores(robust, data.shadow) for robust in data.shadow_robustness]
+    best = int(np.argmax([roc_auc_score(s.is_member, s.scores) for s in settings]))
+    return make_result("label_only_augmentation", data, data.target_robustness[best][0], settings[best])

@@ -24,13 +24,13 @@ paper's Algorithm 1:
     the paper's privacy term, h fixed: members are pushed to where h
     believes "non-member". Gradients flow through f(x) into h's input.
 
-The classifier is `ensemble._Trainer` with this objective as its custom
-loss and `_step` extended by the h steps; `ensemble._fit` runs the epochs,
-so seeding, history and progress are the trainer's. history: "loss" /
-"accuracy" (the classifier's recipe loss, without the privacy term),
-"inference_accuracy" (h's accuracy on its own training batches during the
-epoch) and "val_*" on `job.eval_data`. info: the last epoch's mean
-inference accuracy.
+The classifier is the stack's `Trainer` with this objective as its custom
+loss and `train_step` extended by the h steps; the stack's `fit` runs the
+epochs, so seeding, history and progress are the trainer's. history:
+"loss" / "accuracy" (the classifier's recipe loss, without the privacy
+term), "inference_accuracy" (h's accuracy on its own training batches
+during the epoch) and "val_*" on `job.eval_data`. info: the last epoch's
+mean inference accuracy.
 """
 
 from __future__ import annotations
@@ -39,21 +39,21 @@ import numpy as np
 
 from pipeline.config import AdversarialRegularizationDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.ensemble import (
+from pipeline.errors import PipelineError
+from pipeline.stack import (
     Architecture,
     Batch,
+    FusedAdam,
     Recipe,
-    _checked_eval_data,
-    _checked_training_data,
-    _fit,
-    _forward,
-    _FusedAdam,
-    _glorot_limit,
-    _init_weights,
-    _Trainer,
-    _validate,
+    Trainer,
+    checked_eval_data,
+    checked_training_data,
+    fit,
+    forward,
+    glorot_limit,
+    init_weights,
+    validate,
 )
-from pipeline.errors import PipelineError
 from pipeline.tf_runtime import tf
 
 __all__ = ["INFERENCE_HIDDEN", "inference_logits", "train"]
@@ -66,7 +66,7 @@ def _inference_init(n_models: int, n_classes: int, rng: np.random.Generator) -> 
     sizes = (2 * n_classes, *INFERENCE_HIDDEN, 1)
     out = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        lim = _glorot_limit((fan_in, fan_out))
+        lim = glorot_limit((fan_in, fan_out))
         out.append(rng.uniform(-lim, lim, size=(n_models, fan_in, fan_out)).astype(np.float32))
         out.append(np.zeros((n_models, fan_out), np.float32))
     return out
@@ -89,7 +89,7 @@ def _sample(pool: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     return tf.gather(pool, tf.math.top_k(keys, size).indices, batch_dims=1)
 
 
-class _AdversarialTrainer(_Trainer):
+class _AdversarialTrainer(Trainer):
     """The classifier trainer with an inference model per classifier."""
 
     def __init__(
@@ -108,7 +108,7 @@ class _AdversarialTrainer(_Trainer):
         super().__init__(arch, recipe, init, x, y, members.shape[1], loss_fn=self._objective)
         self.alpha, self.inference_steps = alpha, inference_steps
         self.h_vars = [tf.Variable(w) for w in inference_init]
-        self.h_optimizer = _FusedAdam(self.h_vars, recipe.learning_rate)
+        self.h_optimizer = FusedAdam(self.h_vars, recipe.learning_rate)
         self.members = tf.constant(members)
         self.reference = tf.constant(reference)
         self.h_batch = min(recipe.batch_size, members.shape[1], reference.shape[1])
@@ -127,7 +127,7 @@ class _AdversarialTrainer(_Trainer):
         reference = _sample(self.reference, b, tf.random.experimental.stateless_fold_in(seed, 1))
         idx = tf.concat([members, reference], axis=1)  # (K, 2b)
         labels = tf.gather(self.y, idx)
-        probs = tf.stop_gradient(tf.nn.softmax(_forward(self.arch, self.vars, tf.gather(self.x, idx))))
+        probs = tf.stop_gradient(tf.nn.softmax(forward(self.arch, self.vars, tf.gather(self.x, idx))))
         is_member = tf.concat([tf.ones([1, b]), tf.zeros([1, b])], axis=1)
         with tf.GradientTape() as tape:
             z = inference_logits(self.h_vars, probs, labels)
@@ -138,10 +138,11 @@ class _AdversarialTrainer(_Trainer):
         self.h_correct.assign_add(tf.reduce_sum(right, axis=1))
         self.h_seen.assign_add(2.0 * b)
 
-    def _step(self, idx: tf.Tensor, seed: tf.Tensor, step: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def train_step(self, idx: tf.Tensor, seed: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`inference_steps` steps of h, then the classifier's step."""
         for i in range(self.inference_steps):
             self._inference_step(tf.random.experimental.stateless_fold_in(seed, 1000 + i))
-        return super()._step(idx, seed, step)
+        return super().train_step(idx, seed, step)
 
     def epoch_logs(self) -> dict[str, np.ndarray]:
         acc = self.h_correct.numpy() / max(float(self.h_seen.numpy()), 1.0)
@@ -153,9 +154,9 @@ class _AdversarialTrainer(_Trainer):
 def train(job: TrainingJob, defense: AdversarialRegularizationDefense) -> DefendedModels:
     """Train the job's K classifiers against their inference models."""
     arch, recipe = job.architecture, job.recipe
-    _validate(arch, recipe)
-    x, y, keep, members = _checked_training_data(arch, job.x, job.y, job.keep)
-    eval_data = _checked_eval_data(job.eval_data, x)
+    validate(arch, recipe)
+    x, y, keep, members = checked_training_data(arch, job.x, job.y, job.keep)
+    eval_data = checked_eval_data(job.eval_data, x)
     n_ref = (~keep).sum(axis=1)
     if n_ref.min() < 1 or np.any(n_ref != n_ref[0]):
         raise PipelineError(
@@ -164,12 +165,12 @@ def train(job: TrainingJob, defense: AdversarialRegularizationDefense) -> Defend
         )
     reference = np.stack([np.flatnonzero(~row) for row in keep]).astype(np.int32)
     rng = np.random.default_rng(job.seed)
-    init = _init_weights(arch, len(keep), rng)
+    init = init_weights(arch, len(keep), rng)
     h_init = _inference_init(len(keep), arch.n_classes, rng)
     trainer = _AdversarialTrainer(
         arch, recipe, init, h_init, x, y, members, reference, defense.alpha, defense.inference_steps
     )
-    stack = _fit(trainer, members, rng, eval_data=eval_data, progress=job.label)
+    stack = fit(trainer, members, rng, eval_data=eval_data, progress=job.label)
     return from_stack(
         stack, {"adv_inference_accuracy": float(stack.history["inference_accuracy"][:, -1].mean())}
     )

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.ensemble import Architecture, Recipe, TrainedStack, stack_logits, to_keras, train_stack
+from pipeline.stack import Architecture, Recipe, TrainedStack, stack_logits, to_keras, train_stack
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,8 @@ def train_plain(job: TrainingJob) -> TrainedStack:
     return train_stack(
         job.architecture, job.recipe, job.x, job.y, job.keep, seed=job.seed, eval_data=job.eval_data, progress=job.label
     )
+
+
+def train_undefended(job: TrainingJob) -> DefendedModels:
+    """The job's models trained plainly: the undefended baseline of every row."""
+    return from_stack(train_plain(job))

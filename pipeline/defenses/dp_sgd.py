@@ -9,15 +9,16 @@ for ``epochs * round(n / batch_size)`` steps. A step of model k:
    <= C over all layers together, then summed.
 3. Gaussian noise N(0, (sigma C)^2) on every coordinate of the sum, and
    division by the expected batch size q n.
-4. An Adam step (the recipe's optimizer, `ensemble._Trainer`'s fused
-   kernel); any update computed from the noisy gradient is post-processing.
+4. An Adam step (the recipe's optimizer, the stack's fused kernel); any
+   update computed from the noisy gradient is post-processing.
 
 Epsilon is accounted for the Poisson-subsampled Gaussian mechanism by
 `pipeline.dp_accounting` (RDP or PLD); sigma is calibrated from
 `target_epsilon` when no `noise_multiplier` is given.
 
-How it runs. One epoch is one traced graph (a while-loop over its steps),
-all K models in it:
+How it runs. `DpTrainer` is the stack's `Trainer` with DP-SGD epochs, run
+by the stack's epoch loop `fit`. One epoch is one traced graph (a
+while-loop over its steps), all K models in it:
 
 - Variable batches in a graph: each step draws a (K, n) uniform mask in the
   graph (stateless, seeded), sorts every row's selected positions first,
@@ -30,7 +31,8 @@ all K models in it:
   MLP K=1 9 vs 8, MLP K=16 22 vs 43, CNN K=16 135 vs 884; gathering it is.
 - Per-example gradients without a loop over examples: one backward pass
   gives every example's gradient with respect to each layer's
-  pre-activation output, g_i (examples do not interact). A Dense layer's
+  pre-activation output, g_i (examples do not interact), which the
+  stack's `forward_layers` exposes with each layer's input. A Dense layer's
   per-example kernel gradient is the outer product a_i g_i^T of its input
   and g_i, whose squared norm is |a_i|^2 |g_i|^2, so the norms need no
   per-example gradient at all ("ghost" norms, Goodfellow 2015); the
@@ -54,23 +56,27 @@ logs; only the weights carry the (epsilon, delta) guarantee.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.config import DpSgdDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
 from pipeline.dp_accounting import calibrate_noise, epsilon
-from pipeline.ensemble import (
-    Architecture,
-    Recipe,
-    TrainedStack,
-    _evaluate,
-    _init_weights,
-    _Trainer,
-)
 from pipeline.errors import PipelineError
+from pipeline.stack import (
+    Architecture,
+    Layer,
+    Recipe,
+    Trainer,
+    checked_eval_data,
+    checked_training_data,
+    fit,
+    forward_layers,
+    init_weights,
+    is_kernel,
+    per_example_loss,
+    validate,
+)
 from pipeline.tf_runtime import tf
 
 __all__ = [
@@ -83,6 +89,7 @@ __all__ = [
     "add_noise",
     "per_example_gradients",
     "clipped_sum",
+    "DpTrainer",
 ]
 
 
@@ -199,67 +206,10 @@ def add_noise(
 
 
 # --------------------------------------------------------------------------
-# The forward pass with its layers exposed
+# Per-example gradients
 
 
-@dataclasses.dataclass
-class _Layer:
-    kind: str  # "dense" or "conv"
-    inputs: tf.Tensor  # dense: (K, B, d); conv: (B, H, W, K*Cin), models side by side
-    outputs: tf.Tensor  # pre-activation, bias included; dense: (K, B, h); conv: (B, H, W, K*Cout)
-
-
-def _forward_layers(
-    arch: Architecture,
-    weights: list[tf.Tensor],
-    x: tf.Tensor,
-    dropout: float = 0.0,
-    dropout_seed: tf.Tensor | None = None,
-) -> tuple[tf.Tensor, list[_Layer]]:
-    """Logits (K, B, C) of K models on their own batches x (K, B, ...), and each layer.
-
-    The same computation as `ensemble._forward` (a test checks it), keeping
-    every parametric layer's input and pre-activation output.
-    """
-    n_models = weights[0].shape[0]
-    layers: list[_Layer] = []
-    i = 0
-    if arch.kind == "cnn":
-        _, _, h, w, c = x.shape
-        y = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [-1, h, w, n_models * c])
-        for _ in arch.conv_filters:
-            kernel, bias = weights[i], weights[i + 1]
-            cin, cout = kernel.shape[3], kernel.shape[4]
-            kmat = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, cin, n_models * cout])
-            z = tf.nn.conv2d(y, kmat, strides=1, padding="SAME") + tf.reshape(bias, [n_models * cout])
-            layers.append(_Layer("conv", y, z))
-            y = tf.nn.max_pool2d(tf.nn.relu(z), 2, 2, "VALID")
-            i += 2
-        _, h, w, _ = y.shape
-        y = tf.reshape(y, [-1, h, w, n_models, arch.conv_filters[-1]])
-        x = tf.transpose(y, [3, 0, 1, 2, 4])
-    kernel, bias, out_kernel, out_bias = weights[i : i + 4]
-    a = tf.reshape(x, [n_models, -1, kernel.shape[1]])
-    z = tf.einsum("kbd,kdh->kbh", a, kernel) + bias[:, None, :]
-    layers.append(_Layer("dense", a, z))
-    hdn = tf.nn.relu(z)
-    if dropout > 0.0 and dropout_seed is not None:
-        keep_mask = tf.random.stateless_uniform(tf.shape(hdn), seed=dropout_seed) >= dropout
-        hdn = tf.where(keep_mask, hdn / (1.0 - dropout), tf.zeros_like(hdn))
-    logits = tf.einsum("kbh,khc->kbc", hdn, out_kernel) + out_bias[:, None, :]
-    layers.append(_Layer("dense", hdn, logits))
-    return logits, layers
-
-
-def _per_example_loss(logits: tf.Tensor, labels: tf.Tensor, n_classes: int, smoothing: float) -> tf.Tensor:
-    """Cross-entropy per example (K, B), as Keras's (with label smoothing)."""
-    if smoothing > 0.0:
-        target = tf.one_hot(labels, n_classes) * (1.0 - smoothing) + smoothing / n_classes
-        return tf.nn.softmax_cross_entropy_with_logits(target, logits)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-
-
-def _conv_split(layer: _Layer, n_models: int) -> tuple[tf.Tensor, int, int]:
+def _conv_split(layer: Layer, n_models: int) -> tuple[tf.Tensor, int, int]:
     """Per-model patches (K, B, H, W, 3, 3, Cin) of a conv layer's input, Cin, Cout."""
     cin = layer.inputs.shape[-1] // n_models
     cout = layer.outputs.shape[-1] // n_models
@@ -283,12 +233,12 @@ def _output_grads(
     y: tf.Tensor,
     valid: tf.Tensor | None,
     dropout_seed: tf.Tensor | None,
-) -> tuple[tf.Tensor, list[_Layer], list[tf.Tensor], tf.Tensor]:
+) -> tuple[tf.Tensor, list[Layer], list[tf.Tensor], tf.Tensor]:
     """Forward and one backward pass: logits, layers, dL_i/dz per layer, losses (K, B)."""
     with tf.GradientTape() as tape:
         tape.watch(weights)  # plain tensors too, so every layer's output is on the tape
-        logits, layers = _forward_layers(arch, weights, x, recipe.dropout, dropout_seed)
-        losses = _per_example_loss(logits, y, arch.n_classes, recipe.label_smoothing)
+        logits, layers = forward_layers(arch, weights, x, dropout=recipe.dropout, dropout_seed=dropout_seed)
+        losses = per_example_loss(logits, y, arch.n_classes, recipe.label_smoothing)
         total = tf.reduce_sum(losses if valid is None else tf.where(valid, losses, 0.0))
     grads = tape.gradient(total, [layer.outputs for layer in layers])
     return logits, layers, grads, losses
@@ -370,11 +320,12 @@ def clipped_sum(
 # Training
 
 
-class _DpTrainer(_Trainer):
-    """`ensemble._Trainer`'s variables and Adam, with DP-SGD epochs.
+class DpTrainer(Trainer):
+    """The stack's `Trainer` (variables, Adam, epoch loop) with DP-SGD epochs.
 
-    The epoch function's first argument is each model's member indices
-    (K, n) into x, fixed for the run (not a shuffled order).
+    An epoch consumes each model's member indices (K, n) into x, fixed for
+    the run (its Poisson batches are drawn in the graph), and its logged
+    loss/accuracy are means over the examples those batches drew.
     """
 
     def __init__(
@@ -403,19 +354,20 @@ class _DpTrainer(_Trainer):
         noisy = add_noise(sums, dp.noise_multiplier, dp.clip_norm, noise_seed)
         grads = [g / (dp.sampling_rate * n) for g in noisy]
         if self.recipe.l2 > 0:  # data-independent: added after the noise
-            grads = [
-                g + 2.0 * self.recipe.l2 * w if len(w.shape) > 2 else g
-                for g, w in zip(grads, self.vars)
-            ]
+            grads = [g + 2.0 * self.recipe.l2 * w if is_kernel(w) else g for g, w in zip(grads, self.vars)]
         return grads, tf.reduce_sum(losses, 1), tf.reduce_sum(correct, 1), counts
 
-    def _epoch(self, members: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def epoch_inputs(self, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each model's members as they are: the epoch samples its batches itself."""
+        return members
+
+    def epoch_steps(self, members: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """All steps of one epoch: per-model sums of losses, correct predictions and batch sizes."""
         k = members.shape[0]
 
         def body(s, loss_sum, correct, seen):
             grads, l, c, b = self.noisy_gradient(members, seed, s)
-            self._apply_adam(grads)
+            self.optimizer.apply(grads)
             return s + 1, loss_sum + l, correct + c, seen + b
 
         _, loss_sum, correct, seen = tf.while_loop(
@@ -425,12 +377,15 @@ class _DpTrainer(_Trainer):
         )
         return loss_sum, correct, seen
 
+    def epoch_means(self, sums: tuple[tf.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy over the examples the epoch's Poisson batches drew."""
+        loss_sum, correct, seen = (t.numpy() for t in sums)
+        seen = np.maximum(seen, 1.0)
+        return loss_sum / seen, correct / seen
 
-def _progress_bar(label: str | None, total: int) -> tqdm | None:
-    """A tqdm bar over epochs on stderr; none without a label or when stderr is not a TTY."""
-    if label is None or not sys.stderr.isatty():
-        return None
-    return tqdm(total=total, desc=label, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    def progress_postfix(self) -> dict[str, str]:
+        """The run's epsilon, next to the loss in the progress bar."""
+        return {"eps": f"{self.dp.epsilon:.2f}"}
 
 
 def train(job: TrainingJob, defense: DpSgdDefense) -> DefendedModels:
@@ -441,57 +396,12 @@ def train(job: TrainingJob, defense: DpSgdDefense) -> DefendedModels:
     "val_loss"/"val_accuracy" on `job.eval_data`. Same seed, same weights.
     """
     arch = job.architecture
-    x = np.ascontiguousarray(job.x, dtype=np.float32)
-    y = np.asarray(job.y)
-    keep = np.asarray(job.keep, dtype=bool)
-    if x.shape[1:] != tuple(arch.input_shape):
-        raise PipelineError(f"x has per-example shape {x.shape[1:]}, architecture expects {arch.input_shape}")
-    if keep.ndim != 2 or keep.shape[0] < 1 or keep.shape[1] != len(x) or y.shape != (len(x),):
-        raise PipelineError(
-            f"keep must be (K, N) with N = len(x) = len(y); got keep {keep.shape}, x {x.shape}, y {y.shape}"
-        )
-    counts = keep.sum(axis=1)
-    if np.any(counts != counts[0]) or counts[0] == 0:
-        raise PipelineError(
-            f"dp_sgd: every row of keep must select the same, non-zero number of points; got counts "
-            f"{sorted(set(counts.tolist()))[:8]}"
-        )
-    if y.min() < 0 or y.max() >= arch.n_classes:
-        raise PipelineError(f"labels must lie in [0, {arch.n_classes}), got range [{y.min()}, {y.max()}]")
-
-    k, n = keep.shape[0], int(counts[0])
+    validate(arch, job.recipe)
+    x, y, _, members = checked_training_data(arch, job.x, job.y, job.keep)
+    eval_data = checked_eval_data(job.eval_data, x)
+    k, n = members.shape
     dp = plan(job.recipe, n, defense)
     rng = np.random.default_rng(job.seed)
-    init = _init_weights(arch, k, rng)
-    members = np.stack([np.flatnonzero(row) for row in keep]).astype(np.int32)
-    trainer = _DpTrainer(arch, dp, init, x, y)
-
-    hist: dict[str, list[np.ndarray]] = {"loss": [], "accuracy": []}
-    if job.eval_data is not None:
-        hist["val_loss"], hist["val_accuracy"] = [], []
-    bar = _progress_bar(job.label, dp.recipe.epochs)
-    members_t = tf.constant(members)
-    for _ in range(dp.recipe.epochs):
-        epoch_seed = tf.constant(np.int32(rng.integers(0, 2**31 - 1)))
-        loss_sum, correct, seen = (t.numpy() for t in trainer.epoch(members_t, epoch_seed))
-        seen = np.maximum(seen, 1.0)
-        hist["loss"].append(loss_sum / seen)
-        hist["accuracy"].append(correct / seen)
-        post = {"loss": float(hist["loss"][-1].mean()), "acc": float(hist["accuracy"][-1].mean())}
-        if job.eval_data is not None:
-            vl, va = _evaluate(arch, dp.recipe, trainer.vars, *job.eval_data)
-            hist["val_loss"].append(vl)
-            hist["val_accuracy"].append(va)
-            post["val_acc"] = float(va.mean())
-        if bar is not None:
-            bar.set_postfix({key: f"{val:.3f}" for key, val in post.items()} | {"eps": f"{dp.epsilon:.2f}"})
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    stack = TrainedStack(
-        architecture=arch,
-        recipe=dp.recipe,
-        weights=tuple(v.numpy() for v in trainer.vars),
-        history={key: np.stack(val, axis=1).astype(np.float32) for key, val in hist.items()},
-    )
+    trainer = DpTrainer(arch, dp, init_weights(arch, k, rng), x, y)
+    stack = fit(trainer, members, rng, eval_data=eval_data, progress=job.label)
     return from_stack(stack, dp.info())

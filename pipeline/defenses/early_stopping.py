@@ -6,7 +6,7 @@ non-member/reference points (``keep[k]`` False), never from anything else.
 Model k trains on the rest and, after every epoch, scores its validation
 split; Keras's ``EarlyStopping(monitor="val_loss", patience,
 restore_best_weights=True)`` rule runs per model
-(`ensemble.PerModelEarlyStopping`): after `patience` epochs in a row
+(`stack.PerModelEarlyStopping`): after `patience` epochs in a row
 without a lower validation loss model k stops, and it is returned with the
 weights of its best epoch; once stopped, the epochs the other models still
 run cannot change it. Training ends when every model has stopped or the
@@ -31,9 +31,9 @@ import numpy as np
 
 from pipeline.config import EarlyStoppingDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.ensemble import PerModelEarlyStopping, TrainedStack, train_stack
 from pipeline.errors import PipelineError
 from pipeline.seeding import rng_for
+from pipeline.stack import PerModelEarlyStopping, TrainedStack, train_stack
 
 __all__ = ["validation_split", "train"]
 

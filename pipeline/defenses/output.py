@@ -79,8 +79,8 @@ from scipy.special import log_softmax
 
 from pipeline.config import LabelOnlyDefense, MemGuardDefense, RoundingDefense, TopKDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, train_plain
-from pipeline.ensemble import TrainedStack, stack_logits, to_keras
 from pipeline.errors import PipelineError
+from pipeline.stack import TrainedStack, stack_logits, to_keras
 
 __all__ = [
     "PROB_FLOOR",

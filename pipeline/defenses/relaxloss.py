@@ -23,14 +23,14 @@ and flattening alternate between consecutive epochs. The even-epoch rule
 is the authors' |L - alpha| written out (its gradient is +dL above alpha,
 -dL below). The recipe's L2 penalty is added to every objective; its label
 smoothing applies to L. Everything else (Adam, batches, shuffling, seeds,
-dropout) is `ensemble.train_stack`'s, through its `loss_fn` hook.
+dropout) is `stack.train_stack`'s, through its `loss_fn` hook.
 """
 
 from __future__ import annotations
 
 from pipeline.config import RelaxLossDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.ensemble import Batch, LossFn, train_stack
+from pipeline.stack import Batch, LossFn, train_stack
 from pipeline.tf_runtime import tf
 
 __all__ = ["flattened_targets", "relaxloss_objective", "train"]

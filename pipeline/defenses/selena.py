@@ -39,9 +39,9 @@ from scipy.special import softmax
 
 from pipeline.config import SelenaDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.ensemble import TrainedStack, stack_logits, train_stack
 from pipeline.errors import PipelineError
 from pipeline.seeding import derive_seed, rng_for
+from pipeline.stack import TrainedStack, stack_logits, train_stack
 
 __all__ = ["exclusion_matrix", "SplitAI", "split_ai", "soft_labels", "train"]
 

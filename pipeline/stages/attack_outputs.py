@@ -9,11 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.audit import Audit, dp_violation_counts, fpr_grid, roc_on_grid
-from pipeline.io import read_text, write_json, write_npz, write_text
-from pipeline.report import HEADLINE, roc_figure
+from pipeline.io import write_json, write_npz, write_text
+from pipeline.report import HEADLINE, roc_csv, roc_figure
 from pipeline.stages.common import PLOTS
 from pipeline.types import AttackInput
 
@@ -24,10 +22,10 @@ def record_audit(
     data: AttackInput,
     run_log: object,
     metrics_file: Path,
-    scores_file: Path,
+    scores_file: Path | None,
     dp_guarantee: tuple[float, float] | None = None,
 ) -> dict:
-    """Write and log one target's attack metrics, ROC curves and per-point scores.
+    """Write and log one target's attack metrics, ROC curves and (if `scores_file`) per-point scores.
 
     For a DP-trained target, `dp_guarantee` = (epsilon, delta) adds each
     attack's count of ROC points that break the guarantee beyond sampling
@@ -41,14 +39,15 @@ def record_audit(
                 print(f"WARNING: {name} breaks the DP guarantee at {count} ROC point(s): this means a bug", file=sys.stderr)
     write_json(metrics_file, metrics)
     table = roc_on_grid(audit, fpr_grid(int((~data.target.keep[0]).sum())))
-    write_roc_csv(PLOTS / "roc" / f"{target_name}.csv", table)
-    write_npz(
-        scores_file,
-        index=data.target.index,
-        labels=data.target.labels,
-        is_member=data.target.keep[0],
-        **{name: result.target.scores for name, result in audit.results.items()},
-    )
+    write_text(PLOTS / "roc" / f"{target_name}.csv", roc_csv(table))
+    if scores_file is not None:
+        write_npz(
+            scores_file,
+            index=data.target.index,
+            labels=data.target.labels,
+            is_member=data.target.keep[0],
+            **{name: result.target.scores for name, result in audit.results.items()},
+        )
     for name, values in metrics.items():
         run_log.log_metrics({f"{name}.{key}": value for key, value in values.items()})
     run_log.log_figure(roc_figure({target_name: table}), "roc.png")
@@ -61,22 +60,3 @@ def _fmt(value: object) -> str:
     if value is None:
         return "not measurable"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def write_roc_csv(path: Path, table: dict[str, np.ndarray]) -> None:
-    """ROC points in long form (attack, fpr, tpr), the shape DVC's plot templates group by."""
-    lines = ["attack,fpr,tpr"]
-    for attack, tpr in table.items():
-        if attack != "fpr":
-            lines += [f"{attack},{f:.6g},{t:.6g}" for f, t in zip(table["fpr"], tpr)]
-    write_text(path, "\n".join(lines) + "\n")
-
-
-def read_roc_csv(path: Path) -> dict[str, np.ndarray]:
-    """Inverse of `write_roc_csv`: the wide table {"fpr": grid, attack: tpr, ...}."""
-    rows = [line.split(",") for line in read_text(path).splitlines()[1:] if line]
-    attacks = list(dict.fromkeys(row[0] for row in rows))
-    table = {"fpr": np.array([float(r[1]) for r in rows if r[0] == attacks[0]])}
-    for attack in attacks:
-        table[attack] = np.array([float(r[2]) for r in rows if r[0] == attack])
-    return table

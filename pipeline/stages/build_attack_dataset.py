@@ -1,37 +1,44 @@
-"""Stage `build_attack_dataset`: the attack's training and evaluation signals.
+"""Stage `build_attack_dataset`: the attack's training and evaluation signals, from saved outputs.
 
 Training side: the shadows' logits on the attacker's pool with their keep
 matrix (posterior features, member labels, true classes), the shadows'
 logits on the candidates (offline attacks) and the reference models'
-signals on the candidates (online attacks). Evaluation side:
-the saved target model's logits on its members and non-members. The attack
-is never scored on data it was fit on.
+signals on the candidates (online attacks). Evaluation side: the target's
+saved outputs on its members and non-members. The attack is never scored
+on data it was fit on. No model is loaded here.
 """
 
 from __future__ import annotations
 
-from pipeline.config import Params
-from pipeline.ensemble import keras_logits
 from pipeline.io import write_json, write_npz
-from pipeline.signals import attack_input_to_arrays, robustness_signal, target_signals
-from pipeline.stages.common import METRICS, REFERENCE, ROOT, load_prepared, load_shadows, load_signals, main, tracked
+from pipeline.signals import attack_input_to_arrays
+from pipeline.stages.common import (
+    ATTACK_DATASET_FILE,
+    METRICS,
+    REFERENCE,
+    ROOT,
+    TARGET,
+    ScopedParams,
+    load_prepared,
+    load_shadows,
+    load_signals,
+    load_target_outputs,
+    main,
+    tracked,
+)
 from pipeline.types import AttackInput
 
+PARAMS = ("mlflow",)
 
-def run(params: Params) -> None:
-    from pipeline.tf_runtime import keras
 
-    with tracked("build_attack_dataset", params, ("seed", "attack.label_only")) as run_log:
+def run(params: ScopedParams) -> None:
+    with tracked("build_attack_dataset", params) as run_log:
         dataset, splits = load_prepared()
         shadow, shadow_on_candidates, shadow_robust = load_shadows()
         reference, _ = load_signals(REFERENCE)
-        model = keras.models.load_model(ROOT / "data" / "target" / "model.keras")
-        target = target_signals(keras_logits(model, dataset.x[splits.candidates]), dataset, splits)
-        target_robust = robustness_signal(
-            lambda x: keras_logits(model, x)[None], dataset, splits.candidates, params.attack.label_only, params.seed
-        )
+        target, target_robust = load_target_outputs(TARGET, dataset, splits)
         data = AttackInput(shadow, target, shadow_on_candidates, reference, shadow_robust, target_robust)
-        write_npz(ROOT / "data" / "attack_dataset.npz", **attack_input_to_arrays(data))
+        write_npz(ROOT / "data" / ATTACK_DATASET_FILE, **attack_input_to_arrays(data))
         summary = {
             "train_rows": int(shadow.keep.size),
             "train_members": int(shadow.keep.sum()),
@@ -47,4 +54,4 @@ def run(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, PARAMS)

@@ -1,23 +1,26 @@
-"""What every stage shares: paths, loading prepared data, the tracked run.
+"""What every stage shares: paths, the params it may read, loading prepared data, the tracked run.
 
 Stages run from the project root (DVC's working directory), so every path
-here is relative to it.
+here is relative to it. Nothing here imports TensorFlow or MLflow at import
+time, so stages that never touch a model start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+from pydantic import BaseModel
 
 from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, load_npz, write_json, write_npz
-from pipeline.models import TrainedTarget
-from pipeline.signals import SIGNAL_FIELDS
+from pipeline.io import load_npz, staged_outputs, sweep_stale_temporaries, write_json, write_npz
+from pipeline.processes import StageInterrupted, interrupts_raise_stage_interrupted
+from pipeline.signals import SIGNAL_FIELDS, target_signals
 from pipeline.types import Dataset, Signals, Splits
 
 ROOT = Path(".")
@@ -25,17 +28,52 @@ PREPARED = ROOT / "data" / "prepared"
 RUNS = ROOT / "data" / "runs"
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
+REPORTS = ROOT / "reports"
+TARGET = ROOT / "data" / "target"
 SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
 REFERENCE = ROOT / "data" / "reference" / "signals.npz"
+DEFENSES = ROOT / "data" / "defenses"
+OUTPUTS_FILE = "outputs.npz"  # a trained target's candidate_logits (N, C) and robustness (S, 1, N)
+ATTACK_DATASET_FILE = "attack_dataset.npz"
 SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool", "defender_reference")
+OUTPUT_FOLDERS = (ROOT / "data", METRICS, PLOTS, REPORTS)
+CHECK_PARAMS_ENV = "PIPELINE_CHECK_PARAMS"  # set: a stage fails if a declared param goes unread
 
 
-def load_prepared() -> tuple[Dataset, Splits]:
-    """The dataset and splits written by the prepare stage."""
-    data = load_npz(PREPARED / "dataset.npz", ("x", "y", "n_classes", "name"))
-    splits = load_npz(PREPARED / "splits.npz", SPLIT_ROLES)
-    dataset = Dataset(x=data["x"], y=data["y"], n_classes=int(data["n_classes"]), name=str(data["name"]))
-    return dataset, Splits(**splits)
+class ScopedParams:
+    """A read-only view of the params that lets a stage read only what it declares.
+
+    `scopes` are the dotted keys the stage lists under `params:` in dvc.yaml.
+    Reading a value outside them raises, so a stage cannot depend on a
+    param DVC does not know it uses; every read is recorded, so a declared
+    scope nobody reads can be found too (`unread_scopes`).
+    """
+
+    def __init__(self, value: Any, scopes: tuple[str, ...], path: str = "", reads: set[str] | None = None) -> None:
+        self._value, self._scopes, self._path = value, scopes, path
+        self._reads = set() if reads is None else reads
+
+    def _child(self, key: str, value: Any) -> Any:
+        full = f"{self._path}.{key}" if self._path else key
+        covering = [s for s in self._scopes if full == s or full.startswith(s + ".")]
+        if covering:
+            self._reads.update(covering)
+            return value
+        if any(s.startswith(full + ".") for s in self._scopes) and isinstance(value, (BaseModel, dict)):
+            return ScopedParams(value, self._scopes, full, self._reads)
+        raise PipelineError(f"this stage reads param {full!r}, which its params in dvc.yaml do not list")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._child(name, getattr(self._value, name))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._child(key, self._value[key])
+
+    def unread_scopes(self) -> list[str]:
+        """Declared scopes the stage never read."""
+        return [s for s in self._scopes if s not in self._reads]
 
 
 def stage_params(params: Params, scopes: tuple[str, ...]) -> dict[str, object]:
@@ -47,37 +85,73 @@ def stage_params(params: Params, scopes: tuple[str, ...]) -> dict[str, object]:
     }
 
 
+_loaded: dict[str, Params] = {}
+
+
+def main(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None:
+    """Run a stage body on the params it declares, all its outputs written only if it succeeds.
+
+    A user error prints one line and exits 1; SIGINT or SIGTERM fail the
+    stage (exit 130 or 143) without recording anything. Temporaries that a
+    killed earlier run left behind are removed first.
+    """
+    try:
+        with interrupts_raise_stage_interrupted():
+            sweep_stale_temporaries(list(OUTPUT_FOLDERS))
+            params = load_params(ROOT / "params.yaml")
+            _loaded["params"] = params
+            view = ScopedParams(params, scopes)
+            with staged_outputs():
+                stage(view)
+                unread = view.unread_scopes()
+                if unread and os.environ.get(CHECK_PARAMS_ENV):
+                    raise PipelineError(f"dvc.yaml lists params this stage never reads: {', '.join(unread)}")
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except StageInterrupted as interrupt:
+        print(f"error: stage {interrupt}; nothing was recorded (run dvc repro again)", file=sys.stderr)
+        sys.exit(interrupt.exit_code)
+
+
+def all_params() -> Params:
+    """Every param of this run, for the summary run's record only (never to compute an output)."""
+    return _loaded["params"]
+
+
 @contextlib.contextmanager
 def tracked(
     stage: str,
-    params: Params,
-    scopes: tuple[str, ...],
+    params: ScopedParams,
     run_file: Path | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
+    logged: dict[str, object] | None = None,
 ) -> Iterator:
-    """The stage's MLflow run; on success its id goes to `run_file` (data/runs/<stage>.json)."""
+    """The stage's MLflow run, logging the params it declares (or `logged`).
+
+    On success its id goes to `run_file` (data/runs/<stage>.json).
+    """
     from pipeline.tracking import stage_run
 
-    logged = stage_params(params, scopes)
-    with stage_run(stage, params.mlflow.experiment, ROOT.resolve(), logged, run_name=run_name, tags=tags) as run:
+    values = stage_params(all_params(), params._scopes) if logged is None else logged
+    with stage_run(stage, params.mlflow.experiment, ROOT.resolve(), values, run_name=run_name, tags=tags) as run:
         yield run
         write_json(run_file or RUNS / f"{stage}.json", {"stage": stage, "run_id": run.run_id})
+
+
+def load_prepared() -> tuple[Dataset, Splits]:
+    """The dataset and splits written by the prepare stage."""
+    data = load_npz(PREPARED / "dataset.npz", ("x", "y", "n_classes", "name"))
+    splits = load_npz(PREPARED / "splits.npz", SPLIT_ROLES)
+    dataset = Dataset(x=data["x"], y=data["y"], n_classes=int(data["n_classes"]), name=str(data["name"]))
+    return dataset, Splits(**splits)
 
 
 def history_rows(history: dict[str, np.ndarray]) -> list[dict[str, float]]:
     """Per-epoch learning curves of one model as rows for a DVC plot."""
     epochs = len(next(iter(history.values())))
     return [{"epoch": e + 1, **{k: float(v[e]) for k, v in history.items()}} for e in range(epochs)]
-
-
-def main(stage: Callable[[Params], None]) -> None:
-    """Run a stage body; a user error prints one line and exits with status 1."""
-    try:
-        stage(load_params(ROOT / "params.yaml"))
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 def save_signals(path: Path, signals: Signals, **extra: np.ndarray) -> None:
@@ -91,23 +165,13 @@ def load_signals(path: Path, extra: tuple[str, ...] = ()) -> tuple[Signals, dict
     return Signals(**{field: arrays[field] for field in SIGNAL_FIELDS}), {key: arrays[key] for key in extra}
 
 
+def load_target_outputs(folder: Path, dataset: Dataset, splits: Splits) -> tuple[Signals, np.ndarray]:
+    """A trained target's signals on the candidates and its robustness, as its training stage saved them."""
+    arrays = load_npz(folder / OUTPUTS_FILE, ("candidate_logits", "robustness"))
+    return target_signals(arrays["candidate_logits"], dataset, splits), arrays["robustness"]
+
+
 def load_shadows() -> tuple[Signals, np.ndarray, np.ndarray]:
     """The undefended shadows' signals on the pool, logits on the candidates, robustness on the pool."""
     signals, extra = load_signals(SHADOWS, ("candidate_logits", "robustness"))
     return signals, extra["candidate_logits"], extra["robustness"]
-
-
-def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:
-    """Write the model, utility metrics and learning curves of a (defended) target, and log them."""
-    with atomic_path(folder / "model.keras") as tmp:
-        target.model.save(tmp)
-    write_json(metrics_file, target.utility)
-    write_json(curves_file, history_rows(target.history))
-    run_log.log_metrics(target.utility)
-    run_log.log_history(target.history)
-
-
-def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: Splits) -> None:
-    """Log the deployed Keras model with a signature and the members it was trained on."""
-    run_log.log_keras_model(target.model, dataset.x[splits.members[:5]])
-    run_log.log_dataset(dataset.x[splits.members], dataset.y[splits.members], f"{dataset.name}-members", "data/prepared", "training")

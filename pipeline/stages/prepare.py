@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import Params
 from pipeline.data import load_dataset, make_splits
 from pipeline.io import atomic_path, write_json
 from pipeline.seeding import rng_for
-from pipeline.stages.common import METRICS, PREPARED, ROOT, SPLIT_ROLES, main, tracked
+from pipeline.stages.common import METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, main, tracked
+
+PARAMS = ("seed", "data", "mlflow")
 
 
-def run(params: Params) -> None:
-    with tracked("prepare", params, ("seed", "data")) as run_log:
+def run(params: ScopedParams) -> None:
+    with tracked("prepare", params) as run_log:
         dataset = load_dataset(params.data, ROOT)
         splits = make_splits(len(dataset.y), params.data, rng_for(params.seed, "splits"))
         summary = {
@@ -36,4 +37,4 @@ def run(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, PARAMS)

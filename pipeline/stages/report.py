@@ -1,5 +1,9 @@
 """Stage `report`: one table and figures for every target, and the MLflow summary run.
 
+It depends on the whole params.yaml: any edit reruns it, so a wrong or
+unknown key anywhere fails `dvc repro` with one line even when no other
+stage reads that key, and the summary run records every change.
+
 The summary run carries every parameter and the headline metrics, and the
 stage runs of this `dvc repro` are nested under it; runs of stages DVC
 skipped are linked by tag (they made the cached outputs used here).
@@ -10,17 +14,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.config import Params
+from pipeline.config import flatten
 from pipeline.evaluation import most_exposed
-from pipeline.io import atomic_path, load_npz, read_json, write_json, write_text
-from pipeline.report import build_table, frontier_csv, headline_metrics, markdown, privacy_utility_figure, roc_figure, strongest
-from pipeline.stages.attack_outputs import read_roc_csv
-from pipeline.stages.common import METRICS, PLOTS, ROOT, RUNS, main, tracked
+from pipeline.io import atomic_path, load_npz, read_json, read_text, staged_path, write_json, write_text
+from pipeline.report import (
+    build_table,
+    frontier_csv,
+    headline_metrics,
+    markdown,
+    parse_roc_csv,
+    privacy_utility_figure,
+    roc_figure,
+    strongest,
+)
+from pipeline.stages.common import METRICS, PLOTS, REPORTS, ROOT, RUNS, ScopedParams, all_params, main, tracked
 from pipeline.types import AttackScores
 
-REPORTS = ROOT / "reports"
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
 UPSTREAM = ("prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack")
+PARAMS = ("data.dataset", "shadows.n_models", "reference.n_models", "attack.enabled", "defense", "mlflow")
 
 
 def _most_exposed(attack: str) -> list[dict]:
@@ -40,12 +52,11 @@ def _save_figure(figure: object, path: Path) -> None:
         figure.savefig(tmp, dpi=120)
 
 
-def run(params: Params) -> None:
+def run(params: ScopedParams) -> None:
     from pipeline.tracking import nest_stage_runs
 
-    scopes = tuple(params.model_dump())
     with tracked(
-        "report", params, scopes, run_file=SUMMARY_RUN, run_name=_summary_name(), tags={"summary": "true"}
+        "report", params, SUMMARY_RUN, _summary_name(), {"summary": "true"}, logged=flatten(all_params())
     ) as run_log:
         targets = ["undefended", *params.defense.run]
         utility = {"undefended": read_json(METRICS / "target.json")}
@@ -67,7 +78,7 @@ def run(params: Params) -> None:
         context["exposed_by"] = exposed_by
         context["n_reference"] = params.reference.n_models
         exposed = _most_exposed(exposed_by) if exposed_by in params.attack.enabled else []
-        roc = roc_figure({name: read_roc_csv(PLOTS / "roc" / f"{name}.csv") for name in targets})
+        roc = roc_figure({name: parse_roc_csv(read_text(PLOTS / "roc" / f"{name}.csv")) for name in targets})
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
         write_text(PLOTS / "frontier.csv", frontier_csv(table))
@@ -77,8 +88,10 @@ def run(params: Params) -> None:
 
         run_log.log_metrics(headline_metrics(table))
         for path in (REPORTS / "report.md", REPORTS / "roc.png", REPORTS / "privacy_utility.png", METRICS / "report.json"):
-            run_log.log_artifact(path)
-        stages = {stage: stage for stage in UPSTREAM} | {f"defend@{name}": f"defend-{name}" for name in params.defense.run}
+            run_log.log_artifact(staged_path(path))
+        stages = {stage: stage for stage in UPSTREAM}
+        for name in params.defense.run:
+            stages |= {f"defend@{name}": f"defend-{name}", f"attack_defense@{name}": f"attack_defense-{name}"}
         runs = {stage: read_json(RUNS / f"{file}.json")["run_id"] for stage, file in stages.items()}
         status = nest_stage_runs(run_log.run_id, runs)
         ran = [stage for stage, state in status.items() if state == "ran"]
@@ -86,4 +99,4 @@ def run(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, PARAMS)

@@ -7,18 +7,18 @@ online LiRA, who holds the candidate records (not their membership).
 
 from __future__ import annotations
 
-from pipeline.config import Params
-from pipeline.models import architecture_for, recipe_for
-from pipeline.signals import ModelSet, shadow_accuracy, train_reference
-from pipeline.stages.common import REFERENCE, load_prepared, main, save_signals, tracked
+from pipeline.attacker import train_reference
+from pipeline.signals import shadow_accuracy
+from pipeline.stages.common import REFERENCE, ScopedParams, load_prepared, main, save_signals, tracked
+from pipeline.stages.trained_models import undefended_models
+
+PARAMS = ("seed", "target", "reference", "mlflow")
 
 
-def run(params: Params) -> None:
-    with tracked("train_reference", params, ("seed", "target", "reference")) as run_log:
+def run(params: ScopedParams) -> None:
+    with tracked("train_reference", params) as run_log:
         dataset, splits = load_prepared()
-        models = ModelSet(
-            architecture_for(dataset, params.target), recipe_for(params.target), None, params.reference.n_models, params.seed, "reference"
-        )
+        models = undefended_models(dataset, params.target, params.reference.n_models, params.seed, "reference")
         signals = train_reference(dataset, splits, models)
         save_signals(REFERENCE, signals)
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
@@ -27,4 +27,4 @@ def run(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, PARAMS)

@@ -1,22 +1,22 @@
-"""Stage `train_shadows`: K shadow models on complementary halves of the pool."""
+"""Stage `train_shadows`: K shadow models on complementary halves of the pool, and their outputs."""
 
 from __future__ import annotations
 
-from pipeline.config import Params
+from pipeline.attacker import robustness_signal, train_shadows
 from pipeline.io import write_json
-from pipeline.models import architecture_for, recipe_for
-from pipeline.signals import ModelSet, robustness_signal, shadow_accuracy, train_shadows
-from pipeline.stages.common import METRICS, SHADOWS, load_prepared, main, save_signals, tracked
+from pipeline.signals import shadow_accuracy
+from pipeline.stages.common import METRICS, SHADOWS, ScopedParams, load_prepared, main, save_signals, tracked
+from pipeline.stages.trained_models import undefended_models
+
+PARAMS = ("seed", "target", "shadows", "mlflow")
 
 
-def run(params: Params) -> None:
-    with tracked("train_shadows", params, ("seed", "target", "shadows", "attack.label_only")) as run_log:
+def run(params: ScopedParams) -> None:
+    with tracked("train_shadows", params) as run_log:
         dataset, splits = load_prepared()
-        models = ModelSet(
-            architecture_for(dataset, params.target), recipe_for(params.target), None, params.shadows.n_models, params.seed, "shadows"
-        )
+        models = undefended_models(dataset, params.target, params.shadows.n_models, params.seed, "shadows")
         signals, candidate_logits, trained = train_shadows(dataset, splits, models)
-        robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.attack.label_only, params.seed)
+        robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.seed)
         save_signals(SHADOWS, signals, candidate_logits=candidate_logits, robustness=robust)
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         write_json(METRICS / "shadows.json", metrics)
@@ -29,4 +29,4 @@ def run(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    main(run)
+    main(run, PARAMS)

@@ -1,4 +1,4 @@
-"""Batched training of K models (pipeline/ensemble.py) against plain Keras."""
+"""Batched training of K models (pipeline/stack/) against plain Keras."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from pipeline import ensemble as E
+from pipeline import stack as S
 from pipeline.errors import PipelineError
 from pipeline.tf_runtime import keras
 
@@ -33,8 +33,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-MLP = E.Architecture("mlp", (64,), 10, hidden_units=32)
-CNN = E.Architecture("cnn", (8, 8, 1), 10, hidden_units=32, conv_filters=(4, 8))
+MLP = S.Architecture("mlp", (64,), 10, hidden_units=32)
+CNN = S.Architecture("cnn", (8, 8, 1), 10, hidden_units=32, conv_filters=(4, 8))
 
 
 # ---------------------------------------------------------------------------
@@ -51,17 +51,17 @@ def test_one_model_reproduces_keras_fit_step_for_step(digits, arch):
     without shuffling. 150 points in batches of 64 exercise the short last
     batch; L2 and label smoothing are on. Only float rounding may differ.
     """
-    recipe = E.Recipe(epochs=2, batch_size=64, learning_rate=1e-2, l2=1e-3, label_smoothing=0.1)
+    recipe = S.Recipe(epochs=2, batch_size=64, learning_rate=1e-2, l2=1e-3, label_smoothing=0.1)
     x = digits["x"][:300].reshape(-1, *arch.input_shape)
     y = digits["y"][:300]
     keep = np.zeros((1, 300), bool)
     keep[0, ::2] = True  # 150 points
-    stack = E.train_stack(arch, recipe, x, y, keep, seed=11)
+    stack = S.train_stack(arch, recipe, x, y, keep, seed=11)
 
     rng = np.random.default_rng(11)  # replay train_stack's draws
-    init = E._init_weights(arch, 1, rng)
+    init = S.init_weights(arch, 1, rng)
     members = np.flatnonzero(keep[0])
-    model = E.keras_model(arch, recipe)
+    model = S.keras_model(arch, recipe)
     model.set_weights([w[0] for w in init])
     model.compile(
         keras.optimizers.Adam(recipe.learning_rate),
@@ -97,17 +97,17 @@ def test_batched_accuracy_matches_sequential_keras(digits):
     """
     x, y, test = digits["x"], digits["y"], digits["test"]
     k, n = 8, 350
-    arch = E.Architecture("mlp", (64,), 10, hidden_units=128)
-    recipe = E.Recipe(epochs=10, batch_size=32, learning_rate=1e-3)
+    arch = S.Architecture("mlp", (64,), 10, hidden_units=128)
+    recipe = S.Recipe(epochs=10, batch_size=32, learning_rate=1e-3)
     keep = _random_keep(digits["pool"], len(x), k, n, seed=1)
 
-    stack = E.train_stack(arch, recipe, x, y, keep, seed=5)
-    batched = (E.stack_logits(stack, x[test]).argmax(-1) == y[test]).mean(axis=1)
+    stack = S.train_stack(arch, recipe, x, y, keep, seed=5)
+    batched = (S.stack_logits(stack, x[test]).argmax(-1) == y[test]).mean(axis=1)
 
     sequential = []
     for i in range(k):
         keras.utils.set_random_seed(100 + i)
-        model = E.keras_model(arch, recipe)
+        model = S.keras_model(arch, recipe)
         model.compile(
             keras.optimizers.Adam(recipe.learning_rate), "sparse_categorical_crossentropy"
         )
@@ -127,10 +127,10 @@ def test_models_differ_and_seed_determines_weights(digits):
     x, y = digits["x"], digits["y"]
     keep = np.zeros((3, len(x)), bool)
     keep[:, digits["pool"][:100]] = True  # identical data: only init/shuffle differ
-    recipe = E.Recipe(epochs=2, batch_size=16, learning_rate=1e-3)
-    a = E.train_stack(MLP, recipe, x, y, keep, seed=0)
-    b = E.train_stack(MLP, recipe, x, y, keep, seed=0)
-    c = E.train_stack(MLP, recipe, x, y, keep, seed=1)
+    recipe = S.Recipe(epochs=2, batch_size=16, learning_rate=1e-3)
+    a = S.train_stack(MLP, recipe, x, y, keep, seed=0)
+    b = S.train_stack(MLP, recipe, x, y, keep, seed=0)
+    c = S.train_stack(MLP, recipe, x, y, keep, seed=1)
 
     for wa, wb in zip(a.weights, b.weights, strict=True):
         np.testing.assert_array_equal(wa, wb)  # bitwise
@@ -148,8 +148,8 @@ def test_each_model_trains_on_its_own_rows(digits):
     keep = np.zeros((2, len(x)), bool)
     keep[0, low] = True
     keep[1, high] = True
-    stack = E.train_stack(MLP, E.Recipe(5, 16, 3e-3), x, y, keep, seed=0)
-    pred = E.stack_logits(stack, x[digits["test"]]).argmax(-1)
+    stack = S.train_stack(MLP, S.Recipe(5, 16, 3e-3), x, y, keep, seed=0)
+    pred = S.stack_logits(stack, x[digits["test"]]).argmax(-1)
     assert (pred[0] < 5).mean() > 0.95
     assert (pred[1] >= 5).mean() > 0.95
 
@@ -160,7 +160,7 @@ def test_unequal_keep_rows_raise(digits):
     keep[0, :10] = True
     keep[1, :12] = True
     with pytest.raises(PipelineError, match=r"same number.*\[10, 12\]"):
-        E.train_stack(MLP, E.Recipe(1, 4, 1e-3), x, y, keep, seed=0)
+        S.train_stack(MLP, S.Recipe(1, 4, 1e-3), x, y, keep, seed=0)
 
 
 def test_history_shapes_and_eval_curves(digits, capsys, monkeypatch):
@@ -169,16 +169,16 @@ def test_history_shapes_and_eval_curves(digits, capsys, monkeypatch):
 
     x, y, test = digits["x"], digits["y"], digits["test"]
     keep = _random_keep(digits["pool"], len(x), 3, 120, seed=2)
-    E.train_stack(MLP, E.Recipe(1, 32, 1e-3), x, y, keep, seed=0, progress="not a tty")
+    S.train_stack(MLP, S.Recipe(1, 32, 1e-3), x, y, keep, seed=0, progress="not a tty")
     assert "not a tty" not in capsys.readouterr().err
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    stack = E.train_stack(
-        MLP, E.Recipe(3, 32, 1e-3), x, y, keep, seed=0,
+    stack = S.train_stack(
+        MLP, S.Recipe(3, 32, 1e-3), x, y, keep, seed=0,
         eval_data=(x[test], y[test]), progress="shadows",
     )  # fmt: skip
     assert set(stack.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(v.shape == (3, 3) for v in stack.history.values())
-    final = (E.stack_logits(stack, x[test]).argmax(-1) == y[test]).mean(axis=1)
+    final = (S.stack_logits(stack, x[test]).argmax(-1) == y[test]).mean(axis=1)
     np.testing.assert_allclose(stack.history["val_accuracy"][:, -1], final, atol=1e-6)
     assert "shadows" in capsys.readouterr().err
 
@@ -190,8 +190,8 @@ def test_history_shapes_and_eval_curves(digits, capsys, monkeypatch):
 @pytest.mark.parametrize(
     "arch",
     [
-        E.Architecture("mlp", (4, 5), 3, hidden_units=16),
-        E.Architecture("cnn", (6, 10, 2), 3, hidden_units=16, conv_filters=(4, 8)),
+        S.Architecture("mlp", (4, 5), 3, hidden_units=16),
+        S.Architecture("cnn", (6, 10, 2), 3, hidden_units=16, conv_filters=(4, 8)),
     ],
     ids=["mlp", "cnn"],
 )
@@ -201,44 +201,44 @@ def test_to_keras_matches_stack_logits_also_after_save(arch, tmp_path):
     x = rng.normal(size=(60, *arch.input_shape)).astype(np.float32)
     y = rng.integers(0, 3, 60)
     keep = np.stack([rng.permutation(60) < 40 for _ in range(3)])
-    stack = E.train_stack(arch, E.Recipe(2, 8, 1e-2, dropout=0.3), x, y, keep, seed=0)
-    logits = E.stack_logits(stack, x)
+    stack = S.train_stack(arch, S.Recipe(2, 8, 1e-2, dropout=0.3), x, y, keep, seed=0)
+    logits = S.stack_logits(stack, x)
     assert logits.shape == (3, 60, 3) and logits.dtype == np.float32
 
-    model = E.to_keras(stack, 2)
+    model = S.to_keras(stack, 2)
     probs = model.predict(x, verbose=0)
     np.testing.assert_allclose(probs, _softmax(logits[2]), atol=1e-5)
-    np.testing.assert_allclose(E.keras_logits(model, x), logits[2], atol=1e-5)
+    np.testing.assert_allclose(S.keras_logits(model, x), logits[2], atol=1e-5)
     assert not np.allclose(logits[1], logits[2])
 
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), _softmax(logits[2]), atol=1e-5)
-    np.testing.assert_allclose(E.keras_logits(loaded, x), logits[2], atol=1e-5)
+    np.testing.assert_allclose(S.keras_logits(loaded, x), logits[2], atol=1e-5)
 
 
 def test_stack_logits_same_architecture_any_k():
     """Model k's logits do not depend on K or on what was traced before."""
     x = np.random.default_rng(0).normal(size=(20, 8, 8, 1)).astype(np.float32)
-    weights = E._init_weights(CNN, 3, np.random.default_rng(1))
-    recipe = E.Recipe(1, 4, 1e-3)
+    weights = S.init_weights(CNN, 3, np.random.default_rng(1))
+    recipe = S.Recipe(1, 4, 1e-3)
     for w in weights:
         w += 0.01  # non-zero biases
-    big = E.TrainedStack(CNN, recipe, tuple(weights), {})
-    logits_big = E.stack_logits(big, x)
+    big = S.TrainedStack(CNN, recipe, tuple(weights), {})
+    logits_big = S.stack_logits(big, x)
     for k in (2, 0):
-        small = E.TrainedStack(CNN, recipe, tuple(w[k : k + 1] for w in weights), {})
-        np.testing.assert_allclose(E.stack_logits(small, x)[0], logits_big[k], atol=1e-5)
+        small = S.TrainedStack(CNN, recipe, tuple(w[k : k + 1] for w in weights), {})
+        np.testing.assert_allclose(S.stack_logits(small, x)[0], logits_big[k], atol=1e-5)
 
 
 def test_stack_logits_chunks_agree():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8, 8, 1)).astype(np.float32)
-    stack = E.train_stack(CNN, E.Recipe(1, 10, 1e-3), x, rng.integers(0, 10, 50),
+    stack = S.train_stack(CNN, S.Recipe(1, 10, 1e-3), x, rng.integers(0, 10, 50),
                           np.ones((2, 50), bool), seed=0)  # fmt: skip
     np.testing.assert_allclose(
-        E.stack_logits(stack, x, batch_size=7), E.stack_logits(stack, x), atol=1e-6
+        S.stack_logits(stack, x, batch_size=7), S.stack_logits(stack, x), atol=1e-6
     )
 
 
@@ -249,8 +249,8 @@ def test_stack_logits_chunks_agree():
 def test_l2_shrinks_every_kernel(digits):
     x, y = digits["x"], digits["y"]
     keep = _random_keep(digits["pool"], len(x), 3, 200, seed=3)
-    plain = E.train_stack(MLP, E.Recipe(5, 32, 3e-3), x, y, keep, seed=0)
-    shrunk = E.train_stack(MLP, E.Recipe(5, 32, 3e-3, l2=1e-2), x, y, keep, seed=0)
+    plain = S.train_stack(MLP, S.Recipe(5, 32, 3e-3), x, y, keep, seed=0)
+    shrunk = S.train_stack(MLP, S.Recipe(5, 32, 3e-3, l2=1e-2), x, y, keep, seed=0)
     for i in (0, 2):  # kernels; biases are not penalised
         norm_plain = np.linalg.norm(plain.weights[i].reshape(3, -1), axis=1)
         norm_shrunk = np.linalg.norm(shrunk.weights[i].reshape(3, -1), axis=1)
@@ -261,14 +261,14 @@ def test_label_smoothing_caps_confidence(digits):
     """With smoothing s the loss is minimised at confidence 1 - s + s/C (0.73)."""
     x, y = digits["x"], digits["y"]
     keep = _random_keep(digits["pool"], len(x), 2, 200, seed=4)
-    recipe = E.Recipe(30, 32, 3e-3)
-    sharp = E.train_stack(MLP, recipe, x, y, keep, seed=0)
-    smooth = E.train_stack(
-        MLP, E.Recipe(30, 32, 3e-3, label_smoothing=0.3), x, y, keep, seed=0
+    recipe = S.Recipe(30, 32, 3e-3)
+    sharp = S.train_stack(MLP, recipe, x, y, keep, seed=0)
+    smooth = S.train_stack(
+        MLP, S.Recipe(30, 32, 3e-3, label_smoothing=0.3), x, y, keep, seed=0
     )
 
-    def train_confidence(stack: E.TrainedStack) -> np.ndarray:
-        probs = _softmax(E.stack_logits(stack, x))
+    def train_confidence(stack: S.TrainedStack) -> np.ndarray:
+        probs = _softmax(S.stack_logits(stack, x))
         return np.array([probs[k, keep[k]].max(-1).mean() for k in range(2)])
 
     conf_sharp, conf_smooth = train_confidence(sharp), train_confidence(smooth)
@@ -285,13 +285,13 @@ def test_dropout_masks_are_independent_and_inverted():
     """
     from pipeline.tf_runtime import tf
 
-    arch = E.Architecture("mlp", (5,), 3, hidden_units=64)
-    w = [np.repeat(a, 2, axis=0) for a in E._init_weights(arch, 1, np.random.default_rng(0))]
+    arch = S.Architecture("mlp", (5,), 3, hidden_units=64)
+    w = [np.repeat(a, 2, axis=0) for a in S.init_weights(arch, 1, np.random.default_rng(0))]
     w[1] += 0.5  # positive biases: every hidden unit active, so every drop shows
     x = np.tile(np.random.default_rng(1).normal(size=(1, 1, 5)).astype(np.float32), (2, 4000, 1))
-    clean = E._forward(arch, w, tf.constant(x)).numpy()
+    clean = S.forward(arch, w, tf.constant(x)).numpy()
     seed = tf.constant([3, 4])
-    noisy = E._forward(arch, w, tf.constant(x), dropout=0.5, dropout_seed=seed).numpy()
+    noisy = S.forward(arch, w, tf.constant(x), dropout=0.5, dropout_seed=seed).numpy()
     np.testing.assert_allclose(clean[0], clean[1])
     assert np.allclose(clean[0, 0], clean[0, 1])
     assert not np.allclose(noisy[0, :10], noisy[1, :10])  # models
@@ -305,9 +305,9 @@ def test_dropout_is_on_in_training_and_off_in_stack_logits(digits):
     keep = _random_keep(digits["pool"], len(x), 2, 200, seed=5)
     gaps = {}
     for rate in (0.0, 0.8):
-        stack = E.train_stack(MLP, E.Recipe(20, 32, 3e-3, dropout=rate), x, y, keep, seed=0)
-        logits = E.stack_logits(stack, x)
-        np.testing.assert_array_equal(logits, E.stack_logits(stack, x))  # no randomness
+        stack = S.train_stack(MLP, S.Recipe(20, 32, 3e-3, dropout=rate), x, y, keep, seed=0)
+        logits = S.stack_logits(stack, x)
+        np.testing.assert_array_equal(logits, S.stack_logits(stack, x))  # no randomness
         inference = np.array(
             [(logits[k, keep[k]].argmax(-1) == y[keep[k]]).mean() for k in range(2)]
         )

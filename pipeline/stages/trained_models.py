@@ -1,0 +1,51 @@
+"""What the training stages share: saving a trained target, its logged model and its outputs.
+
+A training stage queries its models once for everything an attack may need
+(logits on the candidates, label queries on perturbed copies) and saves it,
+so attack stages read files and never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.attacker import ModelSet, robustness_signal
+from pipeline.config import ModelParams
+from pipeline.defenses.base import train_undefended
+from pipeline.io import atomic_path, write_json, write_npz
+from pipeline.models import TrainedTarget, architecture_for, recipe_for
+from pipeline.stages.common import OUTPUTS_FILE, history_rows
+from pipeline.tf_runtime import keras, tf
+from pipeline.types import Dataset, Splits
+
+
+def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:
+    """Write the model, utility metrics and learning curves of a (defended) target, and log them."""
+    with atomic_path(folder / "model.keras") as tmp:
+        target.model.save(tmp)
+    write_json(metrics_file, target.utility)
+    write_json(curves_file, history_rows(target.history))
+    run_log.log_metrics(target.utility)
+    run_log.log_history(target.history)
+
+
+def save_target_outputs(folder: Path, target: TrainedTarget, dataset: Dataset, splits: Splits, seed: int) -> None:
+    """What the target releases on the candidates, and its labels on their perturbed copies."""
+    candidates = splits.candidates
+    write_npz(
+        folder / OUTPUTS_FILE,
+        candidate_logits=target.observe(dataset.x[candidates]),
+        robustness=robustness_signal(target.defended.observe, dataset, candidates, seed),
+    )
+
+
+def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: Splits) -> None:
+    """Log the deployed Keras model with a signature and the members it was trained on."""
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+    run_log.log_keras_model(target.model, dataset.x[splits.members[:5]], requirements)
+    run_log.log_dataset(dataset.x[splits.members], dataset.y[splits.members], f"{dataset.name}-members", "data/prepared", "training")
+
+
+def undefended_models(dataset: Dataset, target: ModelParams, n_models: int, seed: int, tag: str) -> ModelSet:
+    """K attacker models with the target's architecture and recipe, trained without a defense."""
+    return ModelSet(architecture_for(dataset, target), recipe_for(target), train_undefended, n_models, seed, tag)

@@ -1,0 +1,115 @@
+"""The pieces that keep a failed, interrupted or killed stage from losing or faking a result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import parse_params
+from pipeline.errors import PipelineError
+from pipeline.io import TEMP_PREFIX, staged_outputs, staged_path, sweep_stale_temporaries, write_json, write_text
+from pipeline.processes import StageInterrupted, interrupts_raise_stage_interrupted
+from pipeline.stages.common import ScopedParams
+
+
+def test_staged_outputs_replace_files_only_when_the_block_succeeds(tmp_path: Path) -> None:
+    write_text(tmp_path / "a.txt", "old a")
+    write_text(tmp_path / "b.txt", "old b")
+    with pytest.raises(RuntimeError):
+        with staged_outputs():
+            write_text(tmp_path / "a.txt", "new a")
+            raise RuntimeError("the stage fails after writing one output")
+    assert (tmp_path / "a.txt").read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temporary left
+    with staged_outputs():
+        write_text(tmp_path / "a.txt", "new a")
+        write_json(tmp_path / "b.txt", {"b": 1})
+        assert (tmp_path / "a.txt").read_text() == "old a"  # held back until the end
+        assert staged_path(tmp_path / "a.txt").read_text() == "new a"
+        assert staged_path(tmp_path / "a.txt").name == "a.txt"
+    assert (tmp_path / "a.txt").read_text() == "new a" and '"b": 1' in (tmp_path / "b.txt").read_text()
+
+
+def test_sweep_removes_temporaries_of_dead_processes_only(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / "metrics" / f"{TEMP_PREFIX}{dead_pid}-abc"
+    live = tmp_path / "metrics" / f"{TEMP_PREFIX}{os.getppid()}-def"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text("{}")
+    assert sweep_stale_temporaries([tmp_path]) == [stale]
+    assert not stale.exists() and live.exists()
+
+
+def test_interrupt_cannot_be_swallowed_by_except_keyboard_interrupt() -> None:
+    """scikit-learn's MLP fit catches KeyboardInterrupt and returns; the stage's interrupt passes through."""
+    with pytest.raises(StageInterrupted) as caught:
+        with interrupts_raise_stage_interrupted():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                pytest.fail("the interrupt was caught as KeyboardInterrupt")
+    assert caught.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_scoped_params_refuse_undeclared_reads_and_report_unread_scopes() -> None:
+    params = parse_params({"attack": {"rmia": {"gamma": 2.0}}, "defense": {"run": []}})
+    view = ScopedParams(params, ("seed", "attack.rmia", "defense.run"))
+    assert view.attack.rmia.gamma == 2.0 and view.seed == 42
+    with pytest.raises(PipelineError, match="'attack.lira'"):
+        view.attack.lira
+    with pytest.raises(PipelineError, match="'target'"):
+        view.target
+    assert view.unread_scopes() == ["defense.run"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"seed": True}, "seed"),
+        ({"target": {"epochs": 40.5}}, "target.epochs"),
+        ({"attack": {"rmia": {"gamma": True}}}, "attack.rmia.gamma"),
+        ({"data": {"n_members": "350"}}, "data.n_members"),
+        ({"attack": {"metric": {"class_dependent": 1}}}, "attack.metric.class_dependent"),
+    ],
+)
+def test_booleans_are_not_numbers_and_numbers_are_not_booleans(raw: dict, key: str) -> None:
+    raw = {"defense": {"run": []}, **raw}
+    with pytest.raises(PipelineError, match=key):
+        parse_params(raw)
+
+
+def test_orphaned_runs_are_marked_killed(tmp_path: Path) -> None:
+    import mlflow
+
+    from pipeline.tracking import stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.tracking import stage_run\n"
+        "with stage_run('train_target', 'e', Path(sys.argv[1]), {}):\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -9
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("e").experiment_id
+    [orphan] = client.search_runs([experiment])
+    assert orphan.info.status == "RUNNING"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        with stage_run("prepare", "e", tmp_path, {}):
+            pass
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
