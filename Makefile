@@ -35,4 +35,4 @@ bench: setup
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf data/prepared data/target data/shadows data/defenses data/runs data/*.npz data/summary_run.json
+	rm -rf data/prepared data/target data/shadows data/reference data/defenses data/runs data/*.npz data/summary_run.json

@@ -6,6 +6,7 @@ the key (for example ``defenses.l2.weight``) and the value that was given.
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -27,6 +28,7 @@ from pydantic import (
 from pipeline.errors import PipelineError
 
 FOUR_SHADOW_ATTACKS = ("lira_offline", "rmia_offline")  # leave-one-out calibration over shadows
+RESERVED_TARGET_NAMES = ("undefended", "target")  # plots/roc/undefended.csv, plots/training/target.json
 
 
 def _even(value: int) -> int:
@@ -349,6 +351,8 @@ class Params(_Strict):
                     f"defense name {name!r} must use only letters, digits, '_' and '-' "
                     "(it becomes the DVC stage defend@<name>)"
                 )
+            if name in RESERVED_TARGET_NAMES:
+                raise ValueError(f"defense name {name!r} is reserved for the undefended target's files; pick another")
         return value
 
 
@@ -386,13 +390,24 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise PipelineError(_format(error, source)) from None
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-05` (no dot) as a string; YAML 1.2, as DVC writes `-S` values, reads a float."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the params file; raises PipelineError on any problem."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Yaml12Floats)
     except yaml.YAMLError as error:
         raise PipelineError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
     return parse_params(raw, str(path.name))

@@ -22,16 +22,21 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.processes import interrupts_deferred, pid_alive
+from pipeline.processes import interrupts_ignored, pid_alive
 
 TEMP_PREFIX = ".~tmp-"
 _pending: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("pending", default=None)
 
 
 def _replace(tmp: Path, path: Path) -> None:
-    """Move `tmp` onto `path` (a file or a folder) and drop its temporary folder."""
+    """Move `tmp` onto `path` (a file or a folder) and drop its temporary folder.
+
+    A folder is swapped with two renames (the old one moves into the
+    temporary folder first), so no moment exists without a complete `path`
+    but the instant between them.
+    """
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        os.replace(path, tmp.parent / f"{TEMP_PREFIX}old")
     os.replace(tmp, path)
     shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -55,6 +60,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if pending is None:
         _replace(tmp, path)
     else:
+        for earlier, _ in [(t, p) for t, p in pending if p == path]:
+            shutil.rmtree(earlier.parent, ignore_errors=True)
         pending[:] = [(t, p) for t, p in pending if p != path] + [(tmp, path)]
 
 
@@ -71,7 +78,7 @@ def staged_outputs() -> Iterator[None]:
         raise
     finally:
         _pending.reset(token)
-    with interrupts_deferred():  # Ctrl-C cannot leave some outputs new and others old
+    with interrupts_ignored():  # Ctrl-C cannot leave some outputs new and others old
         for tmp, path in pending:
             _replace(tmp, path)
 

@@ -40,14 +40,19 @@ def interrupts_raise_stage_interrupted() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends, so a short critical section runs whole."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+def interrupts_ignored() -> Iterator[None]:
+    """Let a short critical section (committing a stage's outputs) run whole: SIGINT and SIGTERM are ignored.
+
+    Swapping the Python handlers (not the thread's signal mask) works whichever
+    of the process's threads the kernel delivers the signal to. A stage
+    interrupted this late has finished its work, so it completes.
+    """
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def pid_alive(pid: int) -> bool:

@@ -113,3 +113,34 @@ def test_orphaned_runs_are_marked_killed(tmp_path: Path) -> None:
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+
+
+def test_exponent_floats_without_a_dot_load_as_numbers(tmp_path: Path) -> None:
+    """`dvc exp run -S defenses.l2.weight=1e-5` writes `1e-05`, which YAML 1.1 would read as a string."""
+    from pipeline.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("defense:\n  run: [l2]\ndefenses:\n  l2:\n    type: l2\n    weight: 1e-05\ntarget:\n  learning_rate: 2E+1\n")
+    params = load_params(path)
+    assert params.defenses["l2"].weight == 1e-5 and params.target.learning_rate == 20.0
+    path.write_text("seed: 1e3\n")
+    with pytest.raises(PipelineError, match="seed"):
+        load_params(path)  # a float is still not an integer
+
+
+def test_interrupts_during_the_commit_of_outputs_are_ignored() -> None:
+    from pipeline.processes import interrupts_ignored
+
+    with interrupts_raise_stage_interrupted():
+        with interrupts_ignored():
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # give the handler bytecodes to run on
+        with pytest.raises(StageInterrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))
+
+
+@pytest.mark.parametrize("name", ["undefended", "target"])
+def test_a_defense_may_not_take_the_undefended_targets_file_names(name: str) -> None:
+    with pytest.raises(PipelineError, match=f"defense name '{name}' is reserved"):
+        parse_params({"defense": {"run": []}, "defenses": {name: {"type": "l2"}}})

@@ -1,6 +1,6 @@
 """Writing one target's attack results: metrics, ROC curves, per-point scores.
 
-Shared by `train_attack` (the undefended target) and `defend@<name>`, so
+Shared by `train_attack` (the undefended target) and `attack_defense@<name>`, so
 every row of the report is written the same way.
 """
 

@@ -33,7 +33,7 @@ TARGET = ROOT / "data" / "target"
 SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
 REFERENCE = ROOT / "data" / "reference" / "signals.npz"
 DEFENSES = ROOT / "data" / "defenses"
-OUTPUTS_FILE = "outputs.npz"  # a trained target's candidate_logits (N, C) and robustness (S, 1, N)
+OUTPUTS_FILE = "outputs.npz"  # a trained target's candidate index (N,), logits (N, C) and robustness (S, 1, N)
 ATTACK_DATASET_FILE = "attack_dataset.npz"
 SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool", "defender_reference")
 OUTPUT_FOLDERS = (ROOT / "data", METRICS, PLOTS, REPORTS)
@@ -167,7 +167,9 @@ def load_signals(path: Path, extra: tuple[str, ...] = ()) -> tuple[Signals, dict
 
 def load_target_outputs(folder: Path, dataset: Dataset, splits: Splits) -> tuple[Signals, np.ndarray]:
     """A trained target's signals on the candidates and its robustness, as its training stage saved them."""
-    arrays = load_npz(folder / OUTPUTS_FILE, ("candidate_logits", "robustness"))
+    arrays = load_npz(folder / OUTPUTS_FILE, ("index", "candidate_logits", "robustness"))
+    if not np.array_equal(arrays["index"], splits.candidates):
+        raise PipelineError(f"{folder / OUTPUTS_FILE}: saved for other candidates than data/prepared's; run dvc repro")
     return target_signals(arrays["candidate_logits"], dataset, splits), arrays["robustness"]
 
 

@@ -65,6 +65,12 @@ def run(params: ScopedParams, name: str) -> None:
         else:
             shadow, shadow_on_candidates, shadow_robust = load_shadows()
             reference, _ = load_signals(REFERENCE)
+            if (shadow.n_models, reference.n_models) != (params.shadows.n_models, params.reference.n_models):
+                raise PipelineError(
+                    "defense.adaptive: false reuses the undefended shadow and reference models, but their saved "
+                    f"counts ({shadow.n_models}, {reference.n_models}) differ from shadows.n_models and "
+                    f"reference.n_models ({params.shadows.n_models}, {params.reference.n_models}); run dvc repro"
+                )
         candidates = target_signals(target.observe(dataset.x[splits.candidates]), dataset, splits)
         target_robust = robustness_signal(target.defended.observe, dataset, splits.candidates, params.seed)
         data = AttackInput(shadow, candidates, shadow_on_candidates, reference, shadow_robust, target_robust)

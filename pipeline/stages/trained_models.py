@@ -34,6 +34,7 @@ def save_target_outputs(folder: Path, target: TrainedTarget, dataset: Dataset, s
     candidates = splits.candidates
     write_npz(
         folder / OUTPUTS_FILE,
+        index=candidates,
         candidate_logits=target.observe(dataset.x[candidates]),
         robustness=robustness_signal(target.defended.observe, dataset, candidates, seed),
     )
