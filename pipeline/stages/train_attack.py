@@ -9,6 +9,8 @@ read: no model, no TensorFlow.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.audit import run_attacks
 from pipeline.io import load_npz, read_json
@@ -19,20 +21,41 @@ from pipeline.stages.common import ATTACK_DATASET_FILE, DEFENSES, METRICS, ROOT,
 PARAMS = ("seed", "attack", "mlflow")
 
 
-def run(params: ScopedParams, defense: str | None) -> None:
+@dataclass(frozen=True)
+class AttackedTarget:
+    """Where one target's attack dataset is and where its results go."""
+
+    stage: str
+    name: str
+    attack_dataset: Path
+    metrics: Path
+    run_file: Path
+    scores: Path | None  # per-point scores, kept for the undefended target's "most exposed" table
+    dp_guarantee: tuple[float, float] | None
+
+
+def attacked_target(defense: str | None) -> AttackedTarget:
+    """The undefended target (no defense name), or the target of defense `defense`."""
     if defense is None:
-        stage, name, folder, metrics = "train_attack", "undefended", ROOT / "data", METRICS / "attacks.json"
-        run_file, scores, dp = RUNS / "train_attack.json", ROOT / "data" / "attack_scores.npz", None
-    else:
-        stage, name, folder, metrics = f"attack_defense@{defense}", defense, DEFENSES / defense, METRICS / "defenses" / defense / "attacks.json"
-        utility = read_json(METRICS / "defenses" / defense / "utility.json")
-        run_file, scores = RUNS / f"attack_defense-{defense}.json", None
-        dp = (utility["dp_epsilon"], utility["dp_delta"]) if "dp_epsilon" in utility else None
-    with tracked(stage, params, run_file=run_file) as run_log:
-        data = attack_input_from_arrays(load_npz(folder / ATTACK_DATASET_FILE, ATTACK_INPUT_KEYS))
+        return AttackedTarget(
+            "train_attack", "undefended", ROOT / "data" / ATTACK_DATASET_FILE, METRICS / "attacks.json",
+            RUNS / "train_attack.json", ROOT / "data" / "attack_scores.npz", None,
+        )  # fmt: skip
+    utility = read_json(METRICS / "defenses" / defense / "utility.json")
+    dp = (utility["dp_epsilon"], utility["dp_delta"]) if "dp_epsilon" in utility else None
+    return AttackedTarget(
+        f"attack_defense@{defense}", defense, DEFENSES / defense / ATTACK_DATASET_FILE,
+        METRICS / "defenses" / defense / "attacks.json", RUNS / f"attack_defense-{defense}.json", None, dp,
+    )  # fmt: skip
+
+
+def run(params: ScopedParams, defense: str | None) -> None:
+    target = attacked_target(defense)
+    with tracked(target.stage, params, run_file=target.run_file) as run_log:
+        data = attack_input_from_arrays(load_npz(target.attack_dataset, ATTACK_INPUT_KEYS))
         audit = run_attacks(data, params.attack, params.seed)
-        print(f"attacks on the {name} target:")
-        record_audit(name, audit, data, run_log, metrics, scores, dp)
+        print(f"attacks on the {target.name} target:")
+        record_audit(target.name, audit, data, run_log, target.metrics, target.scores, target.dp_guarantee)
 
 
 if __name__ == "__main__":
