@@ -103,7 +103,7 @@ class MetricAttackParams(_Strict):
 
 
 class LiraParams(_Strict):
-    """LiRA: one pooled variance for all points (advised with few shadows) or one per point."""
+    """LiRA: a variance pooled over all points (IN and OUT apart, online) or one per point."""
 
     fixed_variance: StrictBool = True
 

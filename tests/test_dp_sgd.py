@@ -377,3 +377,40 @@ def test_a_strict_budget_bounds_the_loss_attack(digits):
 
     plain = S.train_stack(arch, S.Recipe(60, 32, 1e-2), x, y, keep, seed=1)  # memorises all 400
     assert len(violations(S.stack_logits(plain, x[candidates])[0], eps)) > 10
+
+
+# Epsilon of the Poisson-subsampled Gaussian mechanism, computed once with an
+# accountant independent of dp-accounting: Microsoft's prv-accountant 0.2.0
+# (PRVAccountant, eps_error 0.01, delta_error 1e-10), as (sigma, q, steps, delta,
+# its lower and upper bounds on the true epsilon). The first row is the default
+# DP plan (n = 350, batch 32, 40 epochs of 11 steps).
+INDEPENDENT_EPSILONS = [
+    (2.4, 32 / 350, 440, 1e-5, 3.6654, 3.6854),
+    (1.0, 0.01, 1000, 1e-5, 1.8182, 1.8382),
+    (1.1, 256 / 60000, 14100, 1e-5, 2.3751, 2.3951),
+]
+
+
+@pytest.mark.parametrize(("sigma", "q", "steps", "delta", "low", "high"), INDEPENDENT_EPSILONS)
+def test_epsilon_agrees_with_an_independent_accountant(sigma, q, steps, delta, low, high):
+    assert low - 0.01 <= A.epsilon(sigma, q, steps, delta, "pld") <= high + 0.01  # PLD is near exact
+    assert low <= A.epsilon(sigma, q, steps, delta, "rdp") <= 1.2 * high  # RDP: an upper bound, not far above
+
+
+def test_the_default_plan_accounts_every_step_it_trains():
+    """40 epochs of round(350 / 32) = 11 Poisson steps, accounted at the true epsilon for that sigma."""
+    recipe = S.Recipe(epochs=40, batch_size=32, learning_rate=0.01)
+    dp = D.plan(recipe, 350, DpSgdDefense(type="dp_sgd", noise_multiplier=2.4, accountant="pld"))
+    assert (dp.steps, dp.sampling_rate) == (440, 32 / 350)
+    sigma, q, steps, delta, low, high = INDEPENDENT_EPSILONS[0]
+    assert low - 0.01 <= dp.epsilon <= high + 0.01
+
+
+def test_training_runs_exactly_the_steps_it_accounts_for(digits):
+    job = _job(digits, DIGIT_MLP, k=2, n=120, epochs=3)
+    dp = D.plan(job.recipe, 120, DpSgdDefense(type="dp_sgd", noise_multiplier=1.0))
+    rng = np.random.default_rng(0)
+    trainer = D.DpTrainer(DIGIT_MLP, dp, S.init_weights(DIGIT_MLP, 2, rng), job.x, job.y)
+    members = np.stack([np.flatnonzero(row) for row in job.keep]).astype(np.int32)
+    S.fit(trainer, members, rng)
+    assert int(trainer.optimizer.iterations.numpy()) == dp.steps == 3 * round(120 / 20)

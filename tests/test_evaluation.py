@@ -13,6 +13,7 @@ from pipeline.evaluation import (
     FPR_LEVELS,
     best_threshold,
     clopper_pearson,
+    epsilon_lower_bound,
     evaluate,
     metrics_to_dict,
     most_exposed,
@@ -182,3 +183,23 @@ def test_rejects_one_class_or_non_finite_scores():
         evaluate(result(scores([1.0, 2.0], [])))
     with pytest.raises(ValueError, match="finite"):
         evaluate(result(scores([np.nan], [0.0])))
+
+
+def test_epsilon_bound_also_counts_an_attack_that_spots_non_members() -> None:
+    """An asymmetric known answer: the bound comes from TNR / FNR, not TPR / FPR.
+
+    1,000 members and 1,000 non-members; at the threshold between the two
+    score values the attack calls 999 members and 100 non-members "member":
+    TPR 0.999, FPR 0.1 (a weak TPR / FPR ratio) but TNR 0.9, FNR 0.001.
+    """
+    scores = np.r_[np.ones(999), 0.0, np.ones(100), np.zeros(900)]
+    is_member = np.r_[np.ones(1000, bool), np.zeros(1000, bool)]
+    alpha = 1 - 0.95
+    tnr_low = beta.ppf(alpha / 2, 900, 1000 - 900 + 1)
+    fnr_high = beta.ppf(1 - alpha / 2, 1 + 1, 1000 - 1)
+    tpr_low = beta.ppf(alpha / 2, 999, 1000 - 999 + 1)
+    fpr_high = beta.ppf(1 - alpha / 2, 100 + 1, 1000 - 100)
+    expected = max(math.log(tnr_low / fnr_high), math.log(tpr_low / fpr_high))
+    assert expected == pytest.approx(math.log(tnr_low / fnr_high))  # the TNR / FNR side decides
+    assert epsilon_lower_bound(roc(scores, is_member)) == pytest.approx(expected, rel=1e-9)
+    assert expected > 5.0
