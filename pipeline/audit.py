@@ -39,17 +39,23 @@ def run_attacks(data: AttackInput, params: AttackParams, seed: int) -> Audit:
     return Audit(results=results, metrics=metrics)
 
 
-def fpr_grid(n_nonmembers: int, n_points: int = 60) -> np.ndarray:
-    """Log-spaced false-positive rates from the smallest measurable one to 1."""
-    return np.logspace(np.log10(1.0 / max(n_nonmembers, 1)), 0.0, n_points)
+def false_positive_grid(n_nonmembers: int, n_points: int = 60) -> np.ndarray:
+    """Log-spaced counts of false positives from 1 to all non-members (distinct integers).
+
+    Operating points are defined by counts, not by rounded rates, so the
+    leftmost point is exactly "at most one non-member wrongly flagged".
+    """
+    return np.unique(np.round(np.geomspace(1, max(n_nonmembers, 1), n_points)).astype(np.int64))
 
 
-def roc_on_grid(audit: Audit, grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Each attack's TPR at the grid's FPRs (the best TPR with FPR <= f)."""
-    table = {"fpr": grid}
+def roc_on_grid(audit: Audit, n_points: int = 60) -> dict[str, np.ndarray]:
+    """Each attack's TPR at FPR = k / n_nonmembers for the grid's counts k (the best TPR with at most k false positives)."""
+    table: dict[str, np.ndarray] = {}
     for name, result in audit.results.items():
         curve = roc(result.target.scores, result.target.is_member)
-        table[name] = curve.tpr[np.searchsorted(curve.fpr, grid, side="right") - 1]
+        counts = false_positive_grid(curve.n_nonmembers, n_points)
+        table.setdefault("fpr", counts / curve.n_nonmembers)
+        table[name] = curve.tp[np.searchsorted(curve.fp, counts, side="right") - 1] / curve.n_members
     return table
 
 

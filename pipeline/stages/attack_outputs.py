@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.audit import Audit, dp_violation_counts, fpr_grid, roc_on_grid
+from pipeline.audit import Audit, dp_violation_counts, roc_on_grid
 from pipeline.io import write_json, write_npz, write_text
 from pipeline.report import HEADLINE, roc_csv, roc_figure
 from pipeline.stages.common import PLOTS
@@ -38,7 +38,7 @@ def record_audit(
             if count:
                 print(f"WARNING: {name} breaks the DP guarantee at {count} ROC point(s): this means a bug", file=sys.stderr)
     write_json(metrics_file, metrics)
-    table = roc_on_grid(audit, fpr_grid(int((~data.target.keep[0]).sum())))
+    table = roc_on_grid(audit)
     write_text(PLOTS / "roc" / f"{target_name}.csv", roc_csv(table))
     if scores_file is not None:
         write_npz(
