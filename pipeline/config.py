@@ -109,10 +109,11 @@ class LiraParams(_Strict):
 
 
 class RmiaParams(_Strict):
-    """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows."""
+    """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows, for `tune_for`."""
 
     gamma: StrictFloat = Field(1.0, ge=1)
     offline_a: StrictFloat | None = Field(None, ge=0, le=1)
+    tune_for: Literal["tpr_at_1pct_fpr", "auc"] = "tpr_at_1pct_fpr"
 
 
 class AttackParams(_Strict):
