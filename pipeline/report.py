@@ -167,8 +167,14 @@ def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
         "## Differential privacy: accounted against empirical epsilon",
         "",
         "The accountant's epsilon is an upper bound on what any attack can achieve; the empirical "
-        "lower bound comes from the best attack's operating points (Clopper-Pearson 95%). "
+        "lower bound comes from the best attack's operating points (Clopper-Pearson 95% per point). "
+        "It is the largest of many such bounds (every attack, every threshold) and is not corrected "
+        "for that choice, so it is optimistic: read it as an indication, not as a 95% bound. "
         "`violations` counts ROC points with TPR > e^eps FPR + delta beyond sampling error.",
+        "",
+        "DP-SGD's Poisson sampling and noise here come from generators seeded by `seed` in "
+        "params.yaml, so that runs reproduce. The guarantee assumes the noise is secret: a model "
+        "meant for deployment must be trained with noise from a secure random source.",
         "",
     ]
     if broken:
