@@ -49,8 +49,11 @@ class ScopedParams:
     scope nobody reads can be found too (`unread_scopes`).
     """
 
-    def __init__(self, value: Any, scopes: tuple[str, ...], path: str = "", reads: set[str] | None = None) -> None:
-        self._value, self._scopes, self._path = value, scopes, path
+    def __init__(
+        self, root: Params, scopes: tuple[str, ...], path: str = "", value: Any = None, reads: set[str] | None = None
+    ) -> None:
+        self._root, self._scopes, self._path = root, scopes, path
+        self._value = root if value is None else value
         self._reads = set() if reads is None else reads
 
     def _child(self, key: str, value: Any) -> Any:
@@ -60,7 +63,7 @@ class ScopedParams:
             self._reads.update(covering)
             return value
         if any(s.startswith(full + ".") for s in self._scopes) and isinstance(value, (BaseModel, dict)):
-            return ScopedParams(value, self._scopes, full, self._reads)
+            return ScopedParams(self._root, self._scopes, full, value, self._reads)
         raise PipelineError(f"this stage reads param {full!r}, which its params in dvc.yaml do not list")
 
     def __getattr__(self, name: str) -> Any:
@@ -75,17 +78,17 @@ class ScopedParams:
         """Declared scopes the stage never read."""
         return [s for s in self._scopes if s not in self._reads]
 
+    def declared_values(self) -> dict[str, object]:
+        """The flattened params under the declared scopes, as the stage's MLflow run logs them."""
+        return {
+            key: value
+            for key, value in flatten(self._root).items()
+            if any(key == scope or key.startswith(scope + ".") for scope in self._scopes)
+        }
 
-def stage_params(params: Params, scopes: tuple[str, ...]) -> dict[str, object]:
-    """The flattened params under the given dotted prefixes (what a stage reads)."""
-    return {
-        key: value
-        for key, value in flatten(params).items()
-        if any(key == scope or key.startswith(scope + ".") for scope in scopes)
-    }
-
-
-_loaded: dict[str, Params] = {}
+    def whole_file(self) -> Params:
+        """Every param, for the summary run's record only (never to compute an output)."""
+        return self._root
 
 
 def main(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None:
@@ -98,9 +101,7 @@ def main(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None
     try:
         with interrupts_raise_stage_interrupted():
             sweep_stale_temporaries(list(OUTPUT_FOLDERS))
-            params = load_params(ROOT / "params.yaml")
-            _loaded["params"] = params
-            view = ScopedParams(params, scopes)
+            view = ScopedParams(load_params(ROOT / "params.yaml"), scopes)
             with staged_outputs():
                 stage(view)
                 unread = view.unread_scopes()
@@ -112,11 +113,6 @@ def main(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None
     except StageInterrupted as interrupt:
         print(f"error: stage {interrupt}; nothing was recorded (run dvc repro again)", file=sys.stderr)
         sys.exit(interrupt.exit_code)
-
-
-def all_params() -> Params:
-    """Every param of this run, for the summary run's record only (never to compute an output)."""
-    return _loaded["params"]
 
 
 @contextlib.contextmanager
@@ -134,7 +130,7 @@ def tracked(
     """
     from pipeline.tracking import stage_run
 
-    values = stage_params(all_params(), params._scopes) if logged is None else logged
+    values = params.declared_values() if logged is None else logged
     with stage_run(stage, params.mlflow.experiment, ROOT.resolve(), values, run_name=run_name, tags=tags) as run:
         yield run
         write_json(run_file or RUNS / f"{stage}.json", {"stage": stage, "run_id": run.run_id})

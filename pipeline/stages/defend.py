@@ -32,7 +32,7 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.stages.trained_models import log_model, save_target
+from pipeline.stages.trained_models import log_model, query_target, save_target
 from pipeline.types import AttackInput
 
 
@@ -71,8 +71,8 @@ def run(params: ScopedParams, name: str) -> None:
                     f"counts ({shadow.n_models}, {reference.n_models}) differ from shadows.n_models and "
                     f"reference.n_models ({params.shadows.n_models}, {params.reference.n_models}); run dvc repro"
                 )
-        candidates = target_signals(target.observe(dataset.x[splits.candidates]), dataset, splits)
-        target_robust = robustness_signal(target.defended.observe, dataset, splits.candidates, params.seed)
+        candidate_logits, target_robust = query_target(target, dataset, splits, params.seed)
+        candidates = target_signals(candidate_logits, dataset, splits)
         data = AttackInput(shadow, candidates, shadow_on_candidates, reference, shadow_robust, target_robust)
         write_npz(out / ATTACK_DATASET_FILE, **attack_input_to_arrays(data))
         u = target.utility

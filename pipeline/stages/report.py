@@ -27,7 +27,7 @@ from pipeline.report import (
     roc_figure,
     strongest,
 )
-from pipeline.stages.common import METRICS, PLOTS, REPORTS, ROOT, RUNS, ScopedParams, all_params, main, tracked
+from pipeline.stages.common import METRICS, PLOTS, REPORTS, ROOT, RUNS, ScopedParams, main, tracked
 from pipeline.types import AttackScores
 
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
@@ -56,7 +56,7 @@ def run(params: ScopedParams) -> None:
     from pipeline.tracking import nest_stage_runs
 
     with tracked(
-        "report", params, SUMMARY_RUN, _summary_name(), {"summary": "true"}, logged=flatten(all_params())
+        "report", params, SUMMARY_RUN, _summary_name(), {"summary": "true"}, logged=flatten(params.whole_file())
     ) as run_log:
         targets = ["undefended", *params.defense.run]
         utility = {"undefended": read_json(METRICS / "target.json")}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.attacker import ModelSet, robustness_signal
 from pipeline.config import ModelParams
 from pipeline.defenses.base import train_undefended
@@ -29,15 +31,16 @@ def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_fi
     run_log.log_history(target.history)
 
 
-def save_target_outputs(folder: Path, target: TrainedTarget, dataset: Dataset, splits: Splits, seed: int) -> None:
-    """What the target releases on the candidates, and its labels on their perturbed copies."""
+def query_target(target: TrainedTarget, dataset: Dataset, splits: Splits, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the target releases on the candidates (N, C), and its robustness on their perturbed copies (S, 1, N)."""
     candidates = splits.candidates
-    write_npz(
-        folder / OUTPUTS_FILE,
-        index=candidates,
-        candidate_logits=target.observe(dataset.x[candidates]),
-        robustness=robustness_signal(target.defended.observe, dataset, candidates, seed),
-    )
+    return target.observe(dataset.x[candidates]), robustness_signal(target.defended.observe, dataset, candidates, seed)
+
+
+def save_target_outputs(folder: Path, target: TrainedTarget, dataset: Dataset, splits: Splits, seed: int) -> None:
+    """`query_target`'s outputs, with the candidates they are on."""
+    logits, robustness = query_target(target, dataset, splits, seed)
+    write_npz(folder / OUTPUTS_FILE, index=splits.candidates, candidate_logits=logits, robustness=robustness)
 
 
 def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: Splits) -> None:
