@@ -1,8 +1,12 @@
-"""The attacker's models: shadow and reference models trained like the target, and their label queries.
+"""The attacker's models: shadow and reference models trained exactly like the target, and their label queries.
 
-Each set of K models trains on complementary random halves of its points
-(every point IN for exactly half of them), the target's recipe and, under
-adaptive evaluation, its defense.
+Every attacker model reproduces the target's training: as many training
+points as the target's members, the target's recipe and, under adaptive
+evaluation, its defense, which then sees the same training-set size (so
+DP-SGD calibrates the same noise for the same sampling rate and steps)
+and as many defender reference points as the target's defender holds.
+Models come in pairs trained on disjoint sets, so a point is IN for at
+most half of them (exactly half for the candidates of reference models).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.augment import robustness_by_setting
-from pipeline.data import complementary_keep
+from pipeline.data import defender_mask, paired_keep
 from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.seeding import derive_seed, rng_for
 from pipeline.stack import Architecture, Recipe
@@ -32,9 +36,19 @@ class ModelSet:
     tag: str  # names the random streams and the progress bar, e.g. "shadows"
 
 
-def _train_on_halves(dataset: Dataset, points: np.ndarray, models: ModelSet) -> tuple[np.ndarray, DefendedModels]:
-    """K models on complementary random halves of `points`, trained the set's way."""
-    keep = complementary_keep(len(points), models.n_models, rng_for(models.seed, models.tag, "keep"))
+def _train_like_target(
+    dataset: Dataset, splits: Splits, points: np.ndarray, scored: int, models: ModelSet
+) -> tuple[np.ndarray, DefendedModels]:
+    """K models in disjoint pairs, each on len(members) of the first `scored` points, trained the set's way.
+
+    Each model's defender data (as much as the target's defender holds) is
+    drawn from `points` it does not train on, among the unscored ones when
+    there are any, so it never overlaps the points the model is scored on.
+    """
+    rng = rng_for(models.seed, models.tag, "keep")
+    keep = np.zeros((models.n_models, len(points)), dtype=bool)
+    keep[:, :scored] = paired_keep(scored, len(splits.members), models.n_models, rng)
+    eligible = np.arange(len(points)) >= scored if scored < len(points) else np.ones(len(points), dtype=bool)
     job = TrainingJob(
         models.architecture,
         models.recipe,
@@ -43,18 +57,21 @@ def _train_on_halves(dataset: Dataset, points: np.ndarray, models: ModelSet) -> 
         keep,
         seed=derive_seed(models.seed, models.tag, "train"),
         label=f"{models.tag}: {models.n_models} models",
+        defender=defender_mask(keep, eligible, len(splits.defender_reference), rng),
     )
     return keep, models.train(job)
 
 
 def train_shadows(dataset: Dataset, splits: Splits, models: ModelSet) -> tuple[Signals, np.ndarray, DefendedModels]:
-    """Train K shadow models on complementary halves of the attacker's pool.
+    """Train K shadow models on the attacker's pool, each on as many points as the target.
 
     Returns their signals on the pool, their outputs on the candidates
-    (none of which any shadow saw) and the trained models.
+    (none of which any shadow saw) and the trained models. The pool is all
+    the attacker has, so a shadow's defender data are pool points it does
+    not train on (scored as its non-members).
     """
     pool = splits.shadow_pool
-    keep, trained = _train_on_halves(dataset, pool, models)
+    keep, trained = _train_like_target(dataset, splits, pool, len(pool), models)
     signals = Signals(logits=trained.observe(dataset.x[pool]), keep=keep, labels=dataset.y[pool], index=pool)
     return signals, trained.observe(dataset.x[splits.candidates]), trained
 
@@ -62,12 +79,14 @@ def train_shadows(dataset: Dataset, splits: Splits, models: ModelSet) -> tuple[S
 def train_reference(dataset: Dataset, splits: Splits, models: ModelSet) -> Signals:
     """Reference models for online attacks, and their signals on the candidates.
 
-    They train on complementary halves of the candidates plus the pool, so
-    every candidate is IN for exactly half of them.
+    Each trains on one half of the candidates (as many points as the
+    target's members), the two models of a pair on complementary halves,
+    so every candidate is IN for exactly half of them; defender data come
+    from the pool.
     """
     candidates = splits.candidates
     points = np.concatenate([candidates, splits.shadow_pool])
-    keep, trained = _train_on_halves(dataset, points, models)
+    keep, trained = _train_like_target(dataset, splits, points, len(candidates), models)
     return Signals(
         logits=trained.observe(dataset.x[candidates]),
         keep=keep[:, : len(candidates)],

@@ -37,7 +37,7 @@ def _even(value: int) -> int:
     return value
 
 
-EvenCount = Annotated[StrictInt, AfterValidator(_even)]  # keep matrices of complementary halves
+EvenCount = Annotated[StrictInt, AfterValidator(_even)]  # attacker models come in disjoint pairs
 
 
 class _Strict(BaseModel):
@@ -54,9 +54,25 @@ class DataParams(_Strict):
     label_column: str = "label"
     n_members: StrictInt = Field(350, gt=0)
     n_test: StrictInt = Field(300, gt=0)
-    n_shadow_pool: EvenCount = Field(700, gt=0)
+    n_shadow_pool: StrictInt = Field(700, gt=0)
     n_defender_reference: StrictInt = Field(96, ge=0)
     min_per_class: StrictInt = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _attacker_models_match_the_target(self) -> "DataParams":
+        """Shadow models train in disjoint pairs on n_members pool points each, with the defender's amount of reference data."""
+        if self.n_shadow_pool < 2 * self.n_members:
+            raise ValueError(
+                f"n_shadow_pool must be at least 2 * n_members = {2 * self.n_members}, so each pair of shadow "
+                f"models trains on as many points as the target (got {self.n_shadow_pool})"
+            )
+        if self.n_defender_reference > self.n_shadow_pool - self.n_members:
+            raise ValueError(
+                f"n_defender_reference must be at most n_shadow_pool - n_members = "
+                f"{self.n_shadow_pool - self.n_members}, so every shadow model gets as much defender data "
+                f"as the target (got {self.n_defender_reference})"
+            )
+        return self
 
 
 class ModelParams(_Strict):
@@ -82,14 +98,19 @@ class ShadowParams(_Strict):
 
 
 class ReferenceParams(_Strict):
-    """Reference models of online attacks: trained on halves of candidates plus pool."""
+    """Reference models of online attacks: each trained on one half of the candidates, like the target."""
 
     n_models: EvenCount = Field(8, ge=4)
 
 
+SHADOW_CLASSIFIER_FAMILIES = ("mlp", "gradient_boosting", "random_forest", "logistic_regression")
+
+
 class ShadowClassifierParams(_Strict):
+    """The attack classifier: `auto` picks the family on held-out shadow models; MLP settings apply to `mlp`."""
+
     per_class: StrictBool = True
-    classifier: Literal["mlp", "logistic_regression", "random_forest"] = "mlp"
+    classifier: Literal["auto", "mlp", "gradient_boosting", "random_forest", "logistic_regression"] = "auto"
     hidden_units: StrictInt = Field(64, gt=0)
     epochs: StrictInt = Field(30, gt=0)
     batch_size: StrictInt = Field(32, gt=0)
@@ -109,15 +130,21 @@ class LiraParams(_Strict):
 
 
 class RmiaParams(_Strict):
-    """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows, for `tune_for`."""
+    """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows, for `attack.tune_for`."""
 
     gamma: StrictFloat = Field(1.0, ge=1)
     offline_a: StrictFloat | None = Field(None, ge=0, le=1)
-    tune_for: Literal["tpr_at_1pct_fpr", "auc"] = "tpr_at_1pct_fpr"
 
 
 class AttackParams(_Strict):
+    """Enabled attacks, their settings, and `tune_for`: what every choice made on shadow data maximises.
+
+    `tune_for` drives RMIA's `a`, the shadow classifier's model family and
+    the headline attack of each target, all chosen on shadow data only.
+    """
+
     enabled: tuple[str, ...] = ("shadow_classifier", "loss_threshold")
+    tune_for: Literal["tpr_at_1pct_fpr", "auc"] = "tpr_at_1pct_fpr"
     shadow_classifier: ShadowClassifierParams = ShadowClassifierParams()
     metric: MetricAttackParams = MetricAttackParams()
     lira: LiraParams = LiraParams()
@@ -188,7 +215,11 @@ class DpSgdDefense(_Strict):
 
     Give exactly one of `noise_multiplier` and `target_epsilon` (sigma is
     then calibrated). `epochs`, `batch_size` (the expected Poisson batch)
-    and `learning_rate` default to the target's.
+    and `learning_rate` default to the target's. `randomness`: "seeded"
+    draws the Poisson sampling and the noise from the run's seed
+    (reproducible, but the noise is predictable from params.yaml);
+    "secure" draws both from the operating system's secure source
+    (os.urandom), so runs do not reproduce.
     """
 
     type: Literal["dp_sgd"]
@@ -200,6 +231,7 @@ class DpSgdDefense(_Strict):
     epochs: StrictInt | None = Field(None, gt=0)
     batch_size: StrictInt | None = Field(None, gt=0)
     learning_rate: StrictFloat | None = Field(None, gt=0)
+    randomness: Literal["seeded", "secure"] = "seeded"
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> "DpSgdDefense":

@@ -100,7 +100,7 @@ def _csv(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
         except ValueError as error:  # names the value: could not convert string to float: 'abc'
             raise PipelineError(f"{params.path}: line {line} has a non-numeric feature value ({error})") from None
     x = np.asarray(features, dtype=np.float32)
-    return _standardize(x), _class_indices(np.asarray(labels), params.path)
+    return x, _class_indices(np.asarray(labels), params.path)
 
 
 def _npz(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +136,7 @@ def _npz(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(f"{params.path}: x must be numeric (got dtype {x.dtype})") from None
     y = _class_indices(y, params.path)
     if x.ndim == 2:
-        return _standardize(features), y
+        return features, y
     if x.ndim == 3:
         features = features[..., None]  # (N, H, W) grayscale gets its channel axis, as Keras data does
     return _unit_range_images(features, x.dtype, params.path), y
@@ -177,12 +177,21 @@ def _class_indices(labels: np.ndarray, name: str) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
-def _standardize(x: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance per tabular feature (constant columns stay 0)."""
-    if not np.isfinite(x).all():
-        return x  # reported by validate_dataset with the count
-    std = x.std(axis=0)
-    return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+def standardized(dataset: Dataset, fit_rows: np.ndarray) -> Dataset:
+    """Tabular features scaled to zero mean and unit variance with the statistics of `fit_rows` only.
+
+    The prepare stage fits on the attacker's shadow pool, data disjoint
+    from the target's members and non-members standing in for public data,
+    so no member's value reaches the preprocessing (nor needs DP
+    accounting). Images are returned as they are (scaled by constants).
+    Constant columns are only centred.
+    """
+    if dataset.x.ndim != 2:
+        return dataset
+    fit = dataset.x[fit_rows]
+    std = fit.std(axis=0)
+    x = ((dataset.x - fit.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    return Dataset(x=x, y=dataset.y, n_classes=dataset.n_classes, name=dataset.name)
 
 
 LOADERS: dict[str, Callable[[DataParams, Path], tuple[np.ndarray, np.ndarray]]] = {
@@ -241,20 +250,39 @@ def make_splits(n_samples: int, params: DataParams, rng: np.random.Generator) ->
     return Splits(members=members, nonmembers=nonmembers, test=test, shadow_pool=pool, defender_reference=reference)
 
 
-def complementary_keep(n_points: int, n_models: int, rng: np.random.Generator) -> np.ndarray:
-    """A (n_models, n_points) keep matrix built from complementary pairs.
+def paired_keep(n_points: int, train_size: int, n_models: int, rng: np.random.Generator) -> np.ndarray:
+    """A (n_models, n_points) keep matrix of disjoint pairs: every model trains on `train_size` points.
 
-    Model 2i trains on a random half of the points and model 2i+1 on the
-    other half, so every point is IN for exactly half of the models and
-    every model trains on the same number of points.
+    Models 2i and 2i+1 train on two disjoint random sets of `train_size`
+    points, so each model trains on as many points as the target and a
+    point is IN for at most half of the models; when n_points is exactly
+    2 * train_size, every point is IN for exactly half of them.
     """
-    if n_models % 2 or n_points % 2:
+    if n_models % 2:
+        raise PipelineError(f"paired training sets need an even number of models (got {n_models})")
+    if 2 * train_size > n_points:
         raise PipelineError(
-            f"complementary halves need an even number of models and points (got {n_models} and {n_points})"
+            f"paired training sets of {train_size} points need at least {2 * train_size} points (got {n_points})"
         )
     keep = np.zeros((n_models, n_points), dtype=bool)
     for pair in range(n_models // 2):
-        half = rng.permutation(n_points)[: n_points // 2]
-        keep[2 * pair, half] = True
-        keep[2 * pair + 1] = ~keep[2 * pair]
+        chosen = rng.permutation(n_points)[: 2 * train_size]
+        keep[2 * pair, chosen[:train_size]] = True
+        keep[2 * pair + 1, chosen[train_size:]] = True
     return keep
+
+
+def defender_mask(keep: np.ndarray, eligible: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(K, N) bool: for each model, `size` random eligible points it does not train on.
+
+    They stand in for the defender's reference split (non-member data a
+    defense such as adversarial regularization may use), so the attacker's
+    models get exactly as much of it as the target.
+    """
+    mask = np.zeros_like(keep, dtype=bool)
+    for k, row in enumerate(keep):
+        free = np.flatnonzero(eligible & ~row)
+        if free.size < size:
+            raise PipelineError(f"defender data: {size} points needed per model, only {free.size} available")
+        mask[k, rng.choice(free, size, replace=False)] = True
+    return mask

@@ -217,7 +217,7 @@ def dp_violations(
     its left-hand side's lower bound ("lower") and the largest value the
     guarantee allows there ("allowed"). An empty list means consistent.
     """
-    from pipeline.evaluation import clopper_pearson
+    from pipeline.bounds import clopper_pearson
 
     fpr = np.asarray(fpr, dtype=np.float64).ravel()
     tpr = np.asarray(tpr, dtype=np.float64).ravel()

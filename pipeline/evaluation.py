@@ -11,18 +11,15 @@ Pure numpy/scipy/sklearn, no I/O. Conventions:
 - The decision threshold is the one maximising balanced accuracy on the
   attack's `calibration` scores (shadow data), placed halfway between the
   two calibration scores it separates; it is then applied to the target.
-- Empirical epsilon lower bound (the auditing bound of Jagielski et al.
-  2020 and Nasr et al. 2021, with delta = 0): at each threshold, with
-  two-sided 95% Clopper-Pearson intervals on each rate,
-
-      eps_lb = max over thresholds of max( log(TPR_lo / FPR_hi),
-                                           log(TNR_lo / FNR_hi) ),  floored at 0,
-
-  where TNR = 1 - FPR and FNR = 1 - TPR. Any (eps, 0)-DP training
-  algorithm has TPR <= e^eps FPR and TNR <= e^eps FNR at every threshold,
-  so each term bounds eps from below at that threshold's confidence. The
-  maximum over thresholds is the usual practice; it picks the threshold on
-  the same data, so read it as a (slightly optimistic) empirical bound.
+  The "1% FPR calls" use the threshold with the best calibration TPR at
+  calibration FPR <= 1%, applied to the target the same way; their PPV at
+  a membership prior pi is pi TPR / (pi TPR + (1 - pi) FPR).
+- TPR at the lowest measurable FPR is the TPR with at most one non-member
+  flagged (FPR 1 / n_nonmembers).
+- 95% intervals on AUC and TPRs: stratified bootstrap (`pipeline.intervals`).
+- The empirical epsilon lower bound picks its threshold and side on the
+  calibration scores and is computed once on the target
+  (`pipeline.bounds`), valid at the confidence it is given.
 """
 
 from __future__ import annotations
@@ -31,13 +28,15 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import beta
 from sklearn.metrics import roc_auc_score
 
+from pipeline.bounds import CONFIDENCE, choose_rule, epsilon_lower_bound
+from pipeline.intervals import N_RESAMPLES, bootstrap_intervals
 from pipeline.types import AttackMetrics, AttackResult, AttackScores
 
 FPR_LEVELS: tuple[float, ...] = (0.01, 0.001, 0.0001)
-CONFIDENCE = 0.95
+CALL_FPR = 0.01  # the operating point of an attack's "member" calls at realistic priors
+PRIORS: tuple[float, ...] = (0.01, 0.1)  # shares of members among queried records
 
 
 class Roc(NamedTuple):
@@ -114,29 +113,6 @@ def tpr_at_fpr(curve: Roc, level: float) -> float | None:
     return float(np.max(curve.tpr[curve.fp <= level * curve.n_nonmembers + 1e-9]))
 
 
-def clopper_pearson(
-    k: np.ndarray, n: int, confidence: float = CONFIDENCE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Clopper-Pearson interval for k successes out of n."""
-    k = np.asarray(k, dtype=np.float64)
-    alpha = 1.0 - confidence
-    lower = np.where(k > 0, beta.ppf(alpha / 2, np.maximum(k, 1), n - k + 1), 0.0)
-    upper = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, np.maximum(n - k, 1)), 1.0)
-    return lower, upper
-
-
-def epsilon_lower_bound(curve: Roc, confidence: float = CONFIDENCE) -> float:
-    """Empirical epsilon lower bound (see the module docstring for the formula)."""
-    n_m, n_n = curve.n_members, curve.n_nonmembers
-    tpr_lo, _ = clopper_pearson(curve.tp, n_m, confidence)
-    _, fpr_hi = clopper_pearson(curve.fp, n_n, confidence)
-    tnr_lo, _ = clopper_pearson(n_n - curve.fp, n_n, confidence)
-    _, fnr_hi = clopper_pearson(n_m - curve.tp, n_m, confidence)
-    with np.errstate(divide="ignore"):
-        eps = np.maximum(np.log(tpr_lo) - np.log(fpr_hi), np.log(tnr_lo) - np.log(fnr_hi))
-    return float(max(0.0, np.max(eps)))
-
-
 def _auc_per_class(scores: AttackScores) -> dict[int, float | None]:
     out: dict[int, float | None] = {}
     labels = np.asarray(scores.labels)
@@ -148,27 +124,75 @@ def _auc_per_class(scores: AttackScores) -> dict[int, float | None]:
     return out
 
 
-def evaluate(result: AttackResult) -> AttackMetrics:
-    """Metrics of one attack on the target; its threshold comes from `calibration`."""
+def shadow_objective(scores: AttackScores, tune_for: str) -> tuple[float, float]:
+    """What choices on shadow data maximise: (TPR at 1% FPR, AUC), or (AUC, AUC); unmeasurable TPR counts as -1.
+
+    The AUC second breaks ties, and decides when the shadow scores are too
+    few to measure 1% FPR.
+    """
+    auc = float(roc_auc_score(np.asarray(scores.is_member, dtype=bool), scores.scores))
+    if tune_for == "auc":
+        return auc, auc
+    tpr = tpr_at_fpr(roc(scores.scores, scores.is_member, "shadow scores"), 0.01)
+    return (-1.0 if tpr is None else tpr), auc
+
+
+def _level_key(level: float) -> str:
+    return f"tpr_at_{level * 100:g}pct_fpr"
+
+
+def low_fpr_threshold(curve: Roc, level: float = CALL_FPR) -> float:
+    """The calibration threshold with the best TPR at FPR <= level."""
+    ok = curve.fp <= level * curve.n_nonmembers + 1e-9
+    return float(curve.thresholds[np.flatnonzero(ok)[np.argmax(curve.tp[ok])]])
+
+
+def ppv_at_prior(tpr: float, fpr: float, prior: float) -> float | None:
+    """Precision of "member" calls when a share `prior` of queried records are members; None if none are called."""
+    called = prior * tpr + (1.0 - prior) * fpr
+    return prior * tpr / called if called > 0 else None
+
+
+def evaluate(
+    result: AttackResult, seed: int = 0, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES
+) -> AttackMetrics:
+    """Metrics of one attack on the target; every choice it needs (thresholds, bound rule) comes from `calibration`.
+
+    `seed` and `n_resamples` drive the bootstrap; `confidence` is the epsilon bound's.
+    """
     what = f"attack {result.name!r}"
     s, y = _checked(result.target.scores, result.target.is_member, f"{what} target")
     curve = roc(s, y, f"{what} target")
     calibration = result.calibration
+    cal_curve = roc(calibration.scores, calibration.is_member, f"{what} calibration")
     threshold = best_threshold(calibration.scores, calibration.is_member, f"{what} calibration")
     predicted = s >= threshold
     tp, fp = int(np.sum(predicted & y)), int(np.sum(predicted & ~y))
     tpr, fpr = tp / curve.n_members, fp / curve.n_nonmembers
+    calls = s >= low_fpr_threshold(cal_curve)
+    call_tpr, call_fpr = float(np.mean(calls[y])), float(np.mean(calls[~y]))
+    tpr_levels = {level: tpr_at_fpr(curve, level) for level in FPR_LEVELS}
+    counts = {_level_key(level): int(math.floor(level * curve.n_nonmembers + 1e-9)) for level in FPR_LEVELS}
+    counts = {key: k for key, k in counts.items() if k >= 1} | {"tpr_at_lowest_fpr": 1}
+    rule = choose_rule(cal_curve, curve.n_members, curve.n_nonmembers, confidence)
     return AttackMetrics(
         auc=float(roc_auc_score(y, s)),
         advantage=float(np.max(curve.tpr - curve.fpr)),
         balanced_accuracy=(tpr + 1.0 - fpr) / 2.0,
         threshold=threshold,
-        tpr_at_fpr={level: tpr_at_fpr(curve, level) for level in FPR_LEVELS},
+        tpr_at_fpr=tpr_levels,
         n_members=curve.n_members,
         n_nonmembers=curve.n_nonmembers,
         ppv=tp / (tp + fp) if tp + fp else None,
-        epsilon_lb=epsilon_lower_bound(curve),
+        epsilon_lb=epsilon_lower_bound(rule, s, y, confidence),
+        epsilon_lb_confidence=confidence,
         auc_per_class=_auc_per_class(result.target),
+        tpr_at_lowest_fpr=float(curve.tp[np.searchsorted(curve.fp, 1, side="right") - 1] / curve.n_members),
+        intervals=bootstrap_intervals(s, y, counts, seed, n_resamples),
+        shadow_auc=float(roc_auc_score(np.asarray(calibration.is_member, dtype=bool), calibration.scores)),
+        shadow_tpr_at_1pct_fpr=tpr_at_fpr(cal_curve, 0.01),
+        call_tpr=call_tpr,
+        call_fpr=call_fpr,
     )
 
 
@@ -199,19 +223,11 @@ def most_exposed(scores: AttackScores, index: np.ndarray, top: int = 10) -> list
     return rows
 
 
-def _level_key(level: float) -> str:
-    return f"tpr_at_{level * 100:g}pct_fpr"
-
-
 def metrics_to_dict(metrics: AttackMetrics) -> dict[str, float | int | None]:
-    """Flat JSON-able view; "not measurable" stays None."""
+    """Flat JSON-able view; "not measurable" stays None. Intervals become `<key>_ci_low` / `<key>_ci_high`."""
 
     def num(value: float | None) -> float | None:
-        return (
-            None
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else float(value)
-        )
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
     out: dict[str, float | int | None] = {
         "auc": num(metrics.auc),
@@ -220,9 +236,19 @@ def metrics_to_dict(metrics: AttackMetrics) -> dict[str, float | int | None]:
         "threshold": num(metrics.threshold),
         "ppv": num(metrics.ppv),
         "epsilon_lb": num(metrics.epsilon_lb),
+        "epsilon_lb_confidence": num(metrics.epsilon_lb_confidence),
     }
     for level, value in sorted(metrics.tpr_at_fpr.items(), reverse=True):
         out[_level_key(level)] = num(value)
+    out["tpr_at_lowest_fpr"] = num(metrics.tpr_at_lowest_fpr)
+    out["lowest_fpr"] = 1.0 / metrics.n_nonmembers if metrics.n_nonmembers else None
+    for key, (low, high) in metrics.intervals.items():
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = num(low), num(high)
+    out["shadow_auc"] = num(metrics.shadow_auc)
+    out["shadow_tpr_at_1pct_fpr"] = num(metrics.shadow_tpr_at_1pct_fpr)
+    out["call_tpr"], out["call_fpr"] = num(metrics.call_tpr), num(metrics.call_fpr)
+    for prior in PRIORS:
+        out[f"ppv_at_{prior * 100:g}pct_prior"] = num(ppv_at_prior(metrics.call_tpr, metrics.call_fpr, prior))
     out["n_members"] = int(metrics.n_members)
     out["n_nonmembers"] = int(metrics.n_nonmembers)
     for c, value in sorted(metrics.auc_per_class.items()):

@@ -92,8 +92,9 @@ def train_target(
     points = np.concatenate([members, splits.defender_reference])
     keep = (np.arange(len(points)) < len(members))[None]
     job = TrainingJob(
-        architecture, recipe, dataset.x[points], dataset.y[points], keep, seed, label, (dataset.x[test], dataset.y[test])
-    )
+        architecture, recipe, dataset.x[points], dataset.y[points], keep, seed, label,
+        (dataset.x[test], dataset.y[test]), defender=~keep,
+    )  # fmt: skip
     defended = train(job)
     utility = utility_metrics(
         defended.observe(dataset.x[members])[0], dataset.y[members],

@@ -9,24 +9,19 @@ import sys
 
 from pipeline.errors import PipelineError
 from pipeline.io import read_json
-from pipeline.report import strongest
+from pipeline.report import with_interval
 
 
 def table_text(table: dict) -> str:
-    """One row per target: utility, and the strongest attack by AUC and by TPR at 1% FPR."""
-    lines = [f"{'target':<28}{'test acc':>9}{'gap':>8}   {'max AUC (attack)':<30}max TPR@1%FPR (attack)"]
+    """One row per target: utility, and its headline attack (chosen on shadow data) with 95% intervals."""
+    lines = [f"{'target':<18}{'test acc':>9}{'gap':>8}   {'headline attack':<20}{'AUC [95% CI]':<24}TPR@1%FPR [95% CI]"]
     for name, row in table.items():
-        by_auc, auc = strongest(row, "auc")
-        by_tpr, tpr = strongest(row, "tpr_at_1pct_fpr")
+        head = row["headline"]["metrics"]
         lines.append(
-            f"{name:<28}{row['test_accuracy']:>9.3f}{row['generalization_gap']:>8.3f}   "
-            f"{_value(auc) + f' ({by_auc})':<30}{_value(tpr) + f' ({by_tpr})':<30}".rstrip()
+            f"{name:<18}{row['test_accuracy']:>9.3f}{row['generalization_gap']:>8.3f}   "
+            f"{row['headline']['attack']:<20}{with_interval(head, 'auc'):<24}{with_interval(head, 'tpr_at_1pct_fpr')}"
         )
     return "\n".join(lines)
-
-
-def _value(value: float | None) -> str:
-    return "n/m" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -36,7 +31,7 @@ def main() -> None:
         sys.exit(f"error: {error}")
     print()
     print(table_text(table))
-    print("\nn/m = not measurable (too few non-members for that false-positive rate)")
+    print("\nheadline attack: chosen on shadow data before looking at the target; n/m = not measurable")
     print("Every attack on every target: reports/report.md (or: .venv/bin/dvc metrics show)")
     print("Compare runs: make ui, then open http://127.0.0.1:5000")
 

@@ -90,10 +90,15 @@ class AttackMetrics:
     `threshold` is chosen on the attack's calibration (shadow) scores;
     `balanced_accuracy` and `ppv` (precision of the "member" calls, None if
     nothing is called a member) are measured on the target at it.
-    `epsilon_lb` is the empirical epsilon lower bound with 95%
-    Clopper-Pearson intervals (formula in `pipeline.evaluation`).
-    `auc_per_class` maps each true class to its AUC, None where the class
-    has only members or only non-members.
+    `call_tpr` / `call_fpr` are the target's rates at the calibration
+    threshold for 1% FPR (the calls behind PPV at realistic priors).
+    `epsilon_lb` is the empirical epsilon lower bound, valid at
+    `epsilon_lb_confidence` (`pipeline.bounds`). `intervals` maps "auc" and
+    TPR keys to 95% bootstrap intervals. `shadow_auc` and
+    `shadow_tpr_at_1pct_fpr` are measured on the calibration scores: what
+    the attacker can know before looking at the target. `auc_per_class`
+    maps each true class to its AUC, None where the class has only members
+    or only non-members.
     """
 
     auc: float
@@ -105,7 +110,14 @@ class AttackMetrics:
     n_nonmembers: int = 0
     ppv: float | None = None
     epsilon_lb: float = 0.0
+    epsilon_lb_confidence: float = 0.95
     auc_per_class: dict[int, float | None] = field(default_factory=dict)
+    tpr_at_lowest_fpr: float = 0.0
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    shadow_auc: float = 0.5
+    shadow_tpr_at_1pct_fpr: float | None = None
+    call_tpr: float = 0.0
+    call_fpr: float = 0.0
 
 
 @dataclass(frozen=True)

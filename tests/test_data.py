@@ -6,22 +6,23 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataParams
-from pipeline.data import complementary_keep, load_dataset, make_splits
+from pipeline.data import defender_mask, load_dataset, make_splits, paired_keep, standardized
 from pipeline.errors import PipelineError
+from pipeline.types import Dataset
 
 
 def test_splits_are_disjoint_and_sized() -> None:
-    params = DataParams(n_members=50, n_test=30, n_shadow_pool=40, n_defender_reference=20)
+    params = DataParams(n_members=20, n_test=30, n_shadow_pool=40, n_defender_reference=20)
     splits = make_splits(200, params, np.random.default_rng(0))
     parts = [splits.members, splits.nonmembers, splits.test, splits.shadow_pool, splits.defender_reference]
-    assert [len(p) for p in parts] == [50, 50, 30, 40, 20]
+    assert [len(p) for p in parts] == [20, 20, 30, 40, 20]
     joined = np.concatenate(parts)
     assert len(np.unique(joined)) == len(joined)
     assert joined.min() >= 0 and joined.max() < 200
 
 
 def test_splits_are_seeded() -> None:
-    params = DataParams(n_members=10, n_test=10, n_shadow_pool=10, n_defender_reference=10)
+    params = DataParams(n_members=10, n_test=10, n_shadow_pool=20, n_defender_reference=10)
     a = make_splits(100, params, np.random.default_rng(7))
     b = make_splits(100, params, np.random.default_rng(7))
     c = make_splits(100, params, np.random.default_rng(8))
@@ -30,19 +31,33 @@ def test_splits_are_seeded() -> None:
 
 
 def test_sizes_that_do_not_fit_name_the_numbers() -> None:
-    params = DataParams(n_members=100, n_test=50, n_shadow_pool=100, n_defender_reference=10)
+    params = DataParams(n_members=100, n_test=50, n_shadow_pool=200, n_defender_reference=10)
     with pytest.raises(PipelineError) as info:
         make_splits(300, params, np.random.default_rng(0))
     message = str(info.value)
-    assert "360" in message and "300" in message and "data.n_members" in message
+    assert "460" in message and "300" in message and "data.n_members" in message
 
 
-def test_keep_matrix_is_balanced_both_ways() -> None:
-    keep = complementary_keep(40, 6, np.random.default_rng(0))
+def test_paired_keep_trains_every_model_on_as_many_points_as_the_target() -> None:
+    keep = paired_keep(40, 20, 6, np.random.default_rng(0))
     assert keep.shape == (6, 40)
-    assert (keep.sum(axis=0) == 3).all()  # every point IN for exactly half the models
-    assert (keep.sum(axis=1) == 20).all()  # every model trains on half the points
-    assert not np.array_equal(keep[0], keep[2])
+    assert (keep.sum(axis=1) == 20).all()  # every model trains on train_size points
+    assert (keep.sum(axis=0) == 3).all()  # 2 * train_size points: every point IN for exactly half
+    assert not np.any(keep[0] & keep[1]) and not np.array_equal(keep[0], keep[2])
+    larger = paired_keep(50, 20, 6, np.random.default_rng(0))
+    assert (larger.sum(axis=1) == 20).all() and larger.sum(axis=0).max() <= 3
+    with pytest.raises(PipelineError, match="at least 40 points"):
+        paired_keep(39, 20, 2, np.random.default_rng(0))
+
+
+def test_defender_mask_draws_as_many_untrained_eligible_points_per_model() -> None:
+    keep = paired_keep(40, 10, 4, np.random.default_rng(1))
+    eligible = np.arange(40) >= 30
+    mask = defender_mask(keep, eligible, 3, np.random.default_rng(2))
+    assert (mask.sum(axis=1) == 3).all()
+    assert not np.any(mask & keep) and not np.any(mask & ~eligible)
+    with pytest.raises(PipelineError, match="11 points needed"):
+        defender_mask(keep, eligible, 11, np.random.default_rng(2))
 
 
 def test_digits_default_loads_offline() -> None:
@@ -63,7 +78,24 @@ def test_csv_loader(tmp_path) -> None:
     dataset = load_dataset(DataParams(dataset="csv", path="data/raw/toy.csv", min_per_class=5), tmp_path)
     assert dataset.x.shape == (40, 2)
     assert dataset.n_classes == 2
-    assert abs(float(dataset.x[:, 0].mean())) < 1e-5  # standardized
+    np.testing.assert_array_equal(dataset.x[:3, 0], [0, 1, 2])  # raw: standardised after the split
+
+
+def test_standardization_uses_only_the_rows_it_is_fit_on() -> None:
+    """Changing a member's features must not change any other row's standardised value."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (100, 4)).astype(np.float32)
+    pool = np.arange(50, 100)
+    dataset = Dataset(x=x, y=np.zeros(100, np.int64), n_classes=2, name="toy")
+    scaled = standardized(dataset, pool).x
+    np.testing.assert_allclose(scaled[pool].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(scaled[pool].std(axis=0), 1, atol=1e-4)
+    x_changed = x.copy()
+    x_changed[0] = 1e6  # a member with an extreme value
+    rescaled = standardized(Dataset(x=x_changed, y=dataset.y, n_classes=2, name="toy"), pool).x
+    np.testing.assert_array_equal(rescaled[1:], scaled[1:])
+    images = Dataset(x=np.ones((4, 2, 2, 1), np.float32), y=np.zeros(4, np.int64), n_classes=2, name="img")
+    assert standardized(images, np.arange(2)) is images
 
 
 def test_csv_missing_label_column(tmp_path) -> None:

@@ -44,10 +44,10 @@ def problem() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def job(problem) -> TrainingJob:
-    """The target's job as models.train_target builds it: members, then reference (keep False)."""
+    """The target's job as models.train_target builds it: members, then the defender's reference points."""
     points = np.concatenate([problem["mem"], problem["ref"]])
     keep = (np.arange(len(points)) < len(problem["mem"]))[None]
-    return TrainingJob(ARCH, RECIPE, problem["x"][points], problem["y"][points], keep, seed=10)
+    return TrainingJob(ARCH, RECIPE, problem["x"][points], problem["y"][points], keep, seed=10, defender=~keep)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def _halves_job(problem, epochs: int, seed: int = 4) -> TrainingJob:
     points = np.concatenate([problem["mem"], problem["ref"]])
     keep = np.stack([np.arange(400) < 200, np.arange(400) >= 200])
     recipe = dataclasses.replace(RECIPE, epochs=epochs)
-    return TrainingJob(ARCH, recipe, problem["x"][points], problem["y"][points], keep, seed=seed)
+    return TrainingJob(ARCH, recipe, problem["x"][points], problem["y"][points], keep, seed=seed, defender=~keep)
 
 
 # ---------------------------------------------------------------------------
@@ -355,11 +355,14 @@ def test_adversarial_regularization_k2_runs_deterministically_and_exports(proble
     _assert_exports(a, x, 2)
 
 
-def test_adversarial_regularization_needs_reference_points(problem):
+@pytest.mark.parametrize("defender", ["none", "overlapping", "unequal"])
+def test_adversarial_regularization_needs_reference_points(problem, defender):
     job = _halves_job(problem, epochs=1)
-    job = dataclasses.replace(job, keep=np.ones_like(job.keep))
-    with pytest.raises(PipelineError, match="reference"):
-        train_models(job, AdversarialRegularizationDefense(type="adversarial_regularization"))
+    mask = {"none": None, "overlapping": np.ones_like(job.keep), "unequal": ~job.keep}[defender]
+    if defender == "unequal":
+        mask[0, np.flatnonzero(mask[0])[0]] = False
+    with pytest.raises(PipelineError, match="defender mask"):
+        train_models(dataclasses.replace(job, defender=mask), AdversarialRegularizationDefense(type="adversarial_regularization"))
 
 
 def test_adversarial_regularization_shrinks_the_loss_gap(job, problem, plain):

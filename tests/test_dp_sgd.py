@@ -414,3 +414,94 @@ def test_training_runs_exactly_the_steps_it_accounts_for(digits):
     members = np.stack([np.flatnonzero(row) for row in job.keep]).astype(np.int32)
     S.fit(trainer, members, rng)
     assert int(trainer.optimizer.iterations.numpy()) == dp.steps == 3 * round(120 / 20)
+
+
+# ---------------------------------------------------------------------------
+# randomness: secure (sampling and noise from os.urandom)
+
+
+def test_secure_samplers_are_uniform_and_standard_normal_and_unseeded():
+    n = 200_000
+    u = D.secure_uniforms((n,))
+    assert u.dtype == np.float64 and u.shape == (n,)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    # mean 1/2, sd 1/sqrt(12); 5 standard errors throughout (false alarms ~1e-6)
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert abs(u.var() - 1 / 12) < 5 * math.sqrt(1 / 180 / n)  # Var((U - 1/2)^2) = 1/180
+    z = D.secure_normals((n,))
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.std() - 1.0) < 5 * math.sqrt(1 / (2 * n))
+    tail = np.mean(np.abs(z) > 1.959964)  # two-sided 5%
+    assert abs(tail - 0.05) < 5 * math.sqrt(0.05 * 0.95 / n)
+    assert D.secure_normals((3, 5)).shape == (3, 5)  # odd sizes too
+    np.random.seed(0)
+    first = D.secure_normals((100,))
+    np.random.seed(0)
+    assert not np.allclose(first, D.secure_normals((100,)))  # no seed reaches them
+
+
+def _secure_trainer(arch, k, n, batch_size, sigma, clip, seed=0, l2=0.0):
+    """A secure-mode DpTrainer on random data, its members (K, n) and plan."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(k * n, *arch.input_shape)).astype(np.float32)
+    y = rng.integers(0, arch.n_classes, k * n)
+    recipe = S.Recipe(epochs=1, batch_size=batch_size, learning_rate=1e-3, l2=l2)
+    defense = DpSgdDefense(type="dp_sgd", noise_multiplier=sigma, clip_norm=clip, randomness="secure")
+    dp = D.plan(recipe, n, defense)
+    trainer = D.DpTrainer(arch, dp, S.init_weights(arch, k, rng), x, y)
+    return trainer, np.arange(k * n, dtype=np.int32).reshape(k, n), dp
+
+
+def test_secure_step_adds_noise_of_scale_sigma_c_from_the_secure_draws():
+    """Secure step: batch from the stored uniforms, sum + sigma C z with the stored normals, / (q n)."""
+    arch = S.Architecture("mlp", (64,), 10, hidden_units=128)  # 2 x 9748 noisy coordinates
+    sigma, clip, n = 1.3, 0.7, 40
+    trainer, members, dp = _secure_trainer(arch, 2, n, 10, sigma, clip, l2=0.01)
+    trainer.epoch_inputs(members, np.random.default_rng(0))  # what fit calls before each epoch: fresh draws
+    grads, _, _, sizes = trainer.noisy_gradient(tf.constant(members), tf.constant(9), tf.constant(2))
+
+    chosen = trainer.secure.uniforms.numpy()[2] < dp.sampling_rate
+    idx, valid = D.select_batch(tf.constant(members), tf.constant(chosen))
+    np.testing.assert_array_equal(sizes.numpy(), chosen.sum(axis=1))
+    w = [v.read_value() for v in trainer.vars]
+    xb, yb = tf.gather(trainer.x, idx), tf.gather(trainer.y, idx)
+    sums, _, _ = D.clipped_sum(arch, trainer.recipe, w, xb, yb, valid, clip)
+    noise = []
+    for got, total, z, wi in zip(grads, sums, trainer.secure.normals, w):
+        l2 = 2 * 0.01 * wi.numpy() if len(wi.shape) > 2 else 0.0
+        added = (got.numpy() - l2) * (dp.sampling_rate * n) - total.numpy()
+        np.testing.assert_allclose(added, sigma * clip * z.numpy()[2], rtol=1e-3, atol=1e-3)
+        noise.append(added.ravel())
+    noise = np.concatenate(noise)
+    # ~19.5k coordinates: the sd estimate's relative error is ~0.5%
+    assert abs(noise.std() / (sigma * clip) - 1.0) < 0.03
+    assert abs(noise.mean()) < 5 * sigma * clip / math.sqrt(noise.size)
+
+
+def test_secure_poisson_batches_have_mean_size_q_n_and_fresh_draws_each_epoch():
+    trainer, members, dp = _secure_trainer(MLP, 3, 200, 20, 1.0, 1.0)
+    q, n = dp.sampling_rate, 200
+    members_t = tf.constant(members)
+    sizes, masks = [], []
+    for _ in range(30):  # 30 epochs of 10 steps, the same seed every time
+        trainer.epoch_inputs(members, np.random.default_rng(0))
+        for s in range(dp.steps_per_epoch):
+            _, valid = trainer.batch(members_t, tf.constant([7, 0]), tf.constant(s))
+            sizes += valid.numpy().sum(axis=1).tolist()
+        masks.append(trainer.secure.uniforms.numpy()[0] < q)
+    sizes = np.array(sizes)  # 900 binomial(200, 0.1) draws
+    assert abs(sizes.mean() - q * n) < 5 * math.sqrt(q * (1 - q) * n / sizes.size)
+    assert 0.7 < sizes.var() / (n * q * (1 - q)) < 1.3
+    assert not np.array_equal(masks[0], masks[1])  # every epoch draws afresh
+
+
+def test_secure_training_does_not_reproduce_but_seeded_does(digits):
+    def weights(randomness: str) -> np.ndarray:
+        defense = DpSgdDefense(type="dp_sgd", noise_multiplier=1.1, epochs=1, randomness=randomness)
+        models = D.train(_job(digits, DIGIT_MLP, k=1, epochs=1, seed=5, eval_data=False), defense)
+        return np.concatenate([w.ravel() for w in models.network(0).get_weights()])
+
+    np.testing.assert_array_equal(weights("seeded"), weights("seeded"))
+    a, b = weights("secure"), weights("secure")
+    assert not np.allclose(a, b)
+    assert not np.allclose(a, weights("seeded"))

@@ -27,7 +27,7 @@ import yaml
 from pipeline.sandbox import PROJECT, make_sandbox
 
 TINY = {
-    "data": {"n_members": 60, "n_test": 60, "n_shadow_pool": 120},
+    "data": {"n_members": 60, "n_test": 60, "n_shadow_pool": 120, "n_defender_reference": 24},
     "target": {"epochs": 20, "hidden_units": 32},
     "shadows": {"n_models": 4},
     "reference": {"n_models": 4},
@@ -190,7 +190,8 @@ BAD_INPUTS = [
     ({"defenses": {"dropout": {"rate": 1.5}}}, None, "defenses.dropout.rate"),
     ({"defense": {"adaptive": "yes"}}, None, "defense.adaptive"),  # read by the defense and report stages only
     ({"attack": {"rmia": {"gamma": 0.5}}}, None, "attack.rmia.gamma"),
-    ({"data": {"n_members": 5000}}, None, "data.n_members"),
+    ({"data": {"n_members": 5000, "n_shadow_pool": 10000}}, None, "data.n_members"),
+    ({"data": {"n_shadow_pool": 100}}, None, "n_shadow_pool must be at least 2 * n_members = 120"),
     ({"data": {"dataset": "csv", "path": "data/raw/missing.csv"}}, None, "data.path: file not found"),
     ({"data": {"dataset": "csv", "path": "data/raw/bad.csv"}}, ("bad.csv", b"label,a\n1,\xff\xfe\n"), "bad.csv"),
     ({"data": {"dataset": "npz", "path": "data/raw/y2d.npz"}}, ("y2d.npz", "y2d"), "y2d.npz"),

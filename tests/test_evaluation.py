@@ -9,17 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from pipeline.evaluation import (
-    FPR_LEVELS,
-    best_threshold,
-    clopper_pearson,
-    epsilon_lower_bound,
-    evaluate,
-    metrics_to_dict,
-    most_exposed,
-    roc,
-    tpr_at_fpr,
-)
+from pipeline.bounds import choose_rule, clopper_pearson, epsilon_lower_bound
+from pipeline.evaluation import FPR_LEVELS, best_threshold, evaluate, metrics_to_dict, most_exposed, roc, tpr_at_fpr
 from pipeline.types import AttackResult, AttackScores
 
 
@@ -201,5 +192,7 @@ def test_epsilon_bound_also_counts_an_attack_that_spots_non_members() -> None:
     fpr_high = beta.ppf(1 - alpha / 2, 100 + 1, 1000 - 100)
     expected = max(math.log(tnr_low / fnr_high), math.log(tpr_low / fpr_high))
     assert expected == pytest.approx(math.log(tnr_low / fnr_high))  # the TNR / FNR side decides
-    assert epsilon_lower_bound(roc(scores, is_member)) == pytest.approx(expected, rel=1e-9)
+    rule = choose_rule(roc(scores, is_member), 1000, 1000)  # calibration: the same rates
+    assert rule.side == "non-members" and rule.threshold == 1.0
+    assert epsilon_lower_bound(rule, scores, is_member) == pytest.approx(expected, rel=1e-9)
     assert expected > 5.0

@@ -19,7 +19,7 @@ on the population only through ties (gamma > 1 saturates the top scores).
 Offline `a`: ``attack.rmia.offline_a``, or when null, tuned on the shadow
 models only: on the grid 0, 0.1, ..., 1 pick the `a` whose leave-one-out
 scores (each shadow as pseudo-target, the other shadows' OUT outputs as
-references, like LiRA's calibration) are best for ``attack.rmia.tune_for``:
+references, like LiRA's calibration) are best for ``attack.tune_for``:
 TPR at 1% FPR (the operating point the report headlines; ties, and shadow
 sets too small to measure 1% FPR, fall back to AUC) or AUC. Those same
 leave-one-out scores are the calibration. Needs K >= 4 shadows.
@@ -31,11 +31,10 @@ import logging
 
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.metrics import roc_auc_score
 
 from pipeline.attacks._signals import log_true_prob, make_result, pseudo_target_scores
 from pipeline.config import AttackParams
-from pipeline.evaluation import roc, tpr_at_fpr
+from pipeline.evaluation import shadow_objective
 from pipeline.types import AttackInput, AttackResult, AttackScores
 
 log = logging.getLogger(__name__)
@@ -73,15 +72,6 @@ def _pseudo_targets(
     return pseudo_target_scores(logp_pool, keep, labels, score)
 
 
-def tuning_objective(scores: AttackScores, tune_for: str) -> tuple[float, float]:
-    """What `a` is tuned to maximise: (TPR at 1% FPR, AUC), or (AUC, AUC); unmeasurable TPR counts as -1."""
-    auc = float(roc_auc_score(scores.is_member, scores.scores))
-    if tune_for == "auc":
-        return auc, auc
-    tpr = tpr_at_fpr(roc(scores.scores, scores.is_member, "rmia calibration"), 0.01)
-    return (-1.0 if tpr is None else tpr), auc
-
-
 def tune_offline_a(
     logp_pool: np.ndarray,
     keep: np.ndarray,
@@ -90,11 +80,11 @@ def tune_offline_a(
     tune_for: str = "tpr_at_1pct_fpr",
     grid: tuple[float, ...] = A_GRID,
 ) -> tuple[float, AttackScores]:
-    """The grid value of `a` with the best leave-one-out `tuning_objective` on the shadows, and those scores."""
+    """The grid value of `a` with the best leave-one-out `shadow_objective` on the shadows, and those scores."""
     best: tuple[tuple[float, float], float, AttackScores] | None = None
     for a in grid:
         scores = _pseudo_targets(logp_pool, keep, labels, a, gamma)
-        objective = tuning_objective(scores, tune_for)
+        objective = shadow_objective(scores, tune_for)
         if best is None or objective > best[0]:
             best = (objective, a, scores)
     assert best is not None
@@ -105,7 +95,7 @@ def run(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
     gamma, a = params.rmia.gamma, params.rmia.offline_a
     logp_pool = log_true_prob(data.shadow.logits, data.shadow.labels)
     if a is None:
-        a, calibration = tune_offline_a(logp_pool, data.shadow.keep, data.shadow.labels, gamma, params.rmia.tune_for)
+        a, calibration = tune_offline_a(logp_pool, data.shadow.keep, data.shadow.labels, gamma, params.tune_for)
         log.info("rmia_offline: tuned offline_a=%.1f on the shadow models", a)
     else:
         calibration = _pseudo_targets(logp_pool, data.shadow.keep, data.shadow.labels, a, gamma)

@@ -4,10 +4,11 @@ Each of the job's K classifiers f_k gets its own inference model h_k, a
 small MLP that reads the classifier's softmax output f_k(x) and the
 one-hot label y and outputs the probability that (x, y) was a member:
 [f(x), onehot(y)] (2C) -> Dense(64, relu) -> Dense(32, relu) -> Dense(1)
--> sigmoid. Members of model k are its training points (``keep[k]``
-True); its non-members are its reference points (``keep[k]`` False: the
-defender's reference split for the target, the rest of the pool for a
-shadow). All K pairs train at once with stacked weights.
+-> sigmoid. Members of model k are its training points (``keep[k]``);
+its non-members are its reference points (``job.defender[k]``: the
+defender's reference split for the target, as many of the attacker's own
+points for a shadow or reference model). All K pairs train at once with
+stacked weights.
 
 Every classifier step (the job's recipe: its batches, epochs, shuffling,
 Adam, dropout, L2) is preceded by `inference_steps` steps of h, as in the
@@ -151,19 +152,27 @@ class _AdversarialTrainer(Trainer):
         return {"inference_accuracy": acc}
 
 
+def _reference_points(defender: np.ndarray | None, keep: np.ndarray) -> np.ndarray:
+    """(K, D) int32 indices of each model's reference points, checked: some, as many for each, none trained on."""
+    mask = np.zeros_like(keep) if defender is None else np.asarray(defender, dtype=bool)
+    if mask.shape != keep.shape or np.any(mask & keep):
+        raise PipelineError("adversarial_regularization: the defender mask must be (K, N) and disjoint from keep")
+    counts = mask.sum(axis=1)
+    if counts.min() < 1 or np.any(counts != counts[0]):
+        raise PipelineError(
+            "adversarial_regularization needs non-member reference points for every model "
+            f"(the job's defender mask), the same number for each; got {sorted(set(counts.tolist()))[:8]}"
+        )
+    return np.stack([np.flatnonzero(row) for row in mask]).astype(np.int32)
+
+
 def train(job: TrainingJob, defense: AdversarialRegularizationDefense) -> DefendedModels:
     """Train the job's K classifiers against their inference models."""
     arch, recipe = job.architecture, job.recipe
     validate(arch, recipe)
     x, y, keep, members = checked_training_data(arch, job.x, job.y, job.keep)
     eval_data = checked_eval_data(job.eval_data, x)
-    n_ref = (~keep).sum(axis=1)
-    if n_ref.min() < 1 or np.any(n_ref != n_ref[0]):
-        raise PipelineError(
-            "adversarial_regularization needs non-member reference points for every model "
-            f"(points with keep False), the same number for each; got {sorted(set(n_ref.tolist()))[:8]}"
-        )
-    reference = np.stack([np.flatnonzero(~row) for row in keep]).astype(np.int32)
+    reference = _reference_points(job.defender, keep)
     rng = np.random.default_rng(job.seed)
     init = init_weights(arch, len(keep), rng)
     h_init = _inference_init(len(keep), arch.n_classes, rng)

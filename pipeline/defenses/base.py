@@ -21,11 +21,11 @@ from pipeline.stack import Architecture, Recipe, TrainedStack, stack_logits, to_
 class TrainingJob:
     """K models to train: model k trains on `x[keep[k]]`.
 
-    Points with `keep[k]` False are data model k does not train on but that
-    its defense may use as non-member reference data (adversarial
-    regularization): the defender's reference split for the target, the
-    other half of the pool for a shadow. They are never attack candidates
-    of the model being trained.
+    `defender[k]` marks points model k does not train on but that its
+    defense may use as non-member reference data (adversarial
+    regularization): the defender's reference split for the target, an
+    equal number of the attacker's own points for a shadow or reference
+    model. None: no defender data.
     """
 
     architecture: Architecture
@@ -36,6 +36,7 @@ class TrainingJob:
     seed: int
     label: str | None = None
     eval_data: tuple[np.ndarray, np.ndarray] | None = None
+    defender: np.ndarray | None = None  # (K, N) bool, disjoint from keep
 
 
 @dataclass(frozen=True)

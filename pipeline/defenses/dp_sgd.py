@@ -21,11 +21,12 @@ by the stack's epoch loop `fit`. One epoch is one traced graph (a
 while-loop over its steps), all K models in it:
 
 - Variable batches in a graph: each step draws a (K, n) uniform mask in the
-  graph (stateless, seeded), sorts every row's selected positions first,
-  and gathers the first M = max_k |batch_k| of them: a dynamic shape, so
-  no retracing and no fixed buffer; model k's positions beyond its own
-  count are padding with clip factor 0. For K = 1 there is no padding at
-  all, and for K models M is only a few standard deviations above q n.
+  graph (stateless, seeded; in secure mode it reads the epoch's draws),
+  sorts every row's selected positions first, and gathers the first
+  M = max_k |batch_k| of them: a dynamic shape, so no retracing and no
+  fixed buffer; model k's positions beyond its own count are padding with
+  clip factor 0. For K = 1 there is no padding at all, and for K models M
+  is only a few standard deviations above q n.
   The alternative, per-example gradients of all n points under the mask,
   was measured (digits, n = 350, q n = 32, 2 CPU cores, ms per epoch):
   MLP K=1 9 vs 8, MLP K=16 22 vs 43, CNN K=16 135 vs 884; gathering it is.
@@ -46,6 +47,24 @@ cores): ~1.4x non-private training for one model, ~3x for 16-64 stacked
 models, MLP or CNN. At 64 digit MLPs about half a step is drawing the
 Gaussian noise (~600k normals).
 
+Randomness (`randomness` in params.yaml). "seeded", the default: the
+Poisson sampling and the noise of step s derive stateless seeds from
+(epoch seed, s), the epoch seeds from the job's public seed. Same seed,
+same weights, byte for byte; but whoever knows params.yaml can recompute
+every draw and replay the training, so the guarantee only holds against
+someone who does not: right for experiments, not for a model to deploy.
+"secure": before each epoch the host draws the epoch's sampling uniforms
+(steps, K, n) and a standard normal for every noise coordinate of every
+step from the operating system's CSPRNG (os.urandom; uniforms from 53-bit
+integers, normals by Box-Muller in float64) into fixed-shape variables,
+which the traced steps read at their step index; runs do not reproduce.
+The noise buffer holds steps_per_epoch times the K models' parameters in
+float32; 16 digit MLPs (128 hidden units) trained in about 1.5x the
+seeded time (2 CPU cores). Initial weights and dropout masks stay seeded
+in both modes: neither is part of the privacy mechanism. The sampler is
+the textbook one; floating-point attacks on Gaussian samplers (Jin et al.
+2022) are not addressed.
+
 The recipe's dropout, L2 and label smoothing are honoured: dropout masks
 are per example, so per-example gradients stay exact; the L2 penalty's
 gradient depends on the weights only and is added after the noise. The
@@ -56,6 +75,8 @@ logs; only the weights carry the (epsilon, delta) guarantee.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 
 import numpy as np
 
@@ -84,9 +105,14 @@ __all__ = [
     "DpPlan",
     "plan",
     "poisson_batch",
+    "select_batch",
+    "secure_uniforms",
+    "secure_normals",
+    "SecureDraws",
     "clip_factors",
     "clip_per_example",
     "add_noise",
+    "add_normals",
     "per_example_gradients",
     "clipped_sum",
     "DpTrainer",
@@ -110,6 +136,7 @@ class DpPlan:
     delta: float
     epsilon: float
     accountant: str
+    randomness: str = "seeded"  # "seeded" or "secure", see the module docstring
 
     @property
     def steps(self) -> int:
@@ -151,8 +178,9 @@ def plan(recipe: Recipe, n: int, defense: DpSgdDefense) -> DpPlan:
         sigma = float(defense.noise_multiplier)
     eps = epsilon(sigma, q, steps, defense.delta, defense.accountant)
     return DpPlan(
-        recipe, n, q, steps_per_epoch, sigma, defense.clip_norm, defense.delta, eps, defense.accountant
-    )
+        recipe, n, q, steps_per_epoch, sigma, defense.clip_norm, defense.delta, eps, defense.accountant,
+        defense.randomness,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------
@@ -167,7 +195,14 @@ def poisson_batch(members: tf.Tensor, sampling_rate: float, seed: tf.Tensor) -> 
     Row k of idx lists model k's drawn rows first, in members order, then
     padding (valid False); M = max_k |batch_k| is a dynamic size.
     """
-    chosen = tf.random.stateless_uniform(tf.shape(members), seed) < sampling_rate
+    return select_batch(members, tf.random.stateless_uniform(tf.shape(members), seed) < sampling_rate)
+
+
+def select_batch(members: tf.Tensor, chosen: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The batch (idx, valid), both (K, M), of the members where `chosen` (K, n) is True.
+
+    As `poisson_batch` returns it, for inclusion draws made elsewhere.
+    """
     counts = tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1)
     first = tf.argsort(tf.cast(tf.logical_not(chosen), tf.int32), axis=1, stable=True)
     first = first[:, : tf.reduce_max(counts)]
@@ -203,6 +238,58 @@ def add_noise(
         s = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), i)
         out.append(g + tf.random.stateless_normal(tf.shape(g), s, stddev=noise_multiplier * clip_norm))
     return out
+
+
+def add_normals(
+    summed: list[tf.Tensor], normals: list[tf.Tensor], noise_multiplier: float, clip_norm: float
+) -> list[tf.Tensor]:
+    """Add sigma C z to every coordinate, z the given standard normals (shaped like `summed`)."""
+    return [g + (noise_multiplier * clip_norm) * z for g, z in zip(summed, normals)]
+
+
+def secure_uniforms(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniforms on [0, 1) in float64 from the OS's CSPRNG: 53-bit integers / 2^53."""
+    size = math.prod(shape)
+    bits = np.frombuffer(os.urandom(8 * size), dtype=np.uint64) >> np.uint64(11)
+    return (bits * 2.0**-53).reshape(shape)
+
+
+def secure_normals(shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normals in float64 from the OS's CSPRNG (Box-Muller on `secure_uniforms`)."""
+    size = math.prod(shape)
+    u = secure_uniforms((2, -(-size // 2)))
+    radius = np.sqrt(-2.0 * np.log1p(-u[0]))  # 1 - u lies in (0, 1]
+    angle = 2.0 * np.pi * u[1]
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:size].reshape(shape)
+
+
+class SecureDraws:
+    """One epoch's sampling uniforms and noise normals from the OS's CSPRNG, in variables.
+
+    uniforms (steps, K, n) float64; one normals variable (steps, *shape)
+    float32 per weight, shape its K-stacked shape. Empty (zeros) until
+    `refill`, which runs before every epoch, so no draw is ever used twice.
+    """
+
+    def __init__(
+        self, steps: int, members_shape: tuple[int, int], weight_shapes: list[tuple[int, ...]]
+    ) -> None:
+        self.uniforms = tf.Variable(np.zeros((steps, *members_shape)), trainable=False)
+        self.normals = [tf.Variable(np.zeros((steps, *shape), np.float32), trainable=False) for shape in weight_shapes]
+
+    def refill(self) -> None:
+        """Fresh draws for every step of the next epoch."""
+        self.uniforms.assign(secure_uniforms(tuple(self.uniforms.shape)))
+        for v in self.normals:
+            v.assign(secure_normals(tuple(v.shape)).astype(np.float32))
+
+    def uniforms_at(self, s: tf.Tensor) -> tf.Tensor:
+        """Step s's uniforms (K, n)."""
+        return tf.gather(self.uniforms, s)
+
+    def normals_at(self, s: tf.Tensor) -> list[tf.Tensor]:
+        """Step s's standard normals, one tensor per weight."""
+        return [tf.gather(v, s) for v in self.normals]
 
 
 # --------------------------------------------------------------------------
@@ -325,7 +412,8 @@ class DpTrainer(Trainer):
 
     An epoch consumes each model's member indices (K, n) into x, fixed for
     the run (its Poisson batches are drawn in the graph), and its logged
-    loss/accuracy are means over the examples those batches drew.
+    loss/accuracy are means over the examples those batches drew. With
+    `dp.randomness` "secure", `secure` holds the epoch's draws (else None).
     """
 
     def __init__(
@@ -334,31 +422,55 @@ class DpTrainer(Trainer):
         super().__init__(arch, dp.recipe, init, x, y, dp.n)
         self.dp = dp
         self.n_steps = dp.steps_per_epoch
+        self.secure: SecureDraws | None = None
+        if dp.randomness == "secure":
+            self.secure = SecureDraws(self.n_steps, (len(init[0]), dp.n), [w.shape for w in init])
+
+    def batch(self, members: tf.Tensor, seed: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Step s's Poisson batch (idx, valid): from the stateless `seed` or the secure draws."""
+        if self.secure is None:
+            return poisson_batch(members, self.dp.sampling_rate, seed)
+        return select_batch(members, self.secure.uniforms_at(s) < self.dp.sampling_rate)
+
+    def noised(self, sums: list[tf.Tensor], seed: tf.Tensor, s: tf.Tensor) -> list[tf.Tensor]:
+        """The clipped sums plus step s's noise: from the stateless `seed` or the secure draws."""
+        dp = self.dp
+        if self.secure is None:
+            return add_noise(sums, dp.noise_multiplier, dp.clip_norm, seed)
+        return add_normals(sums, self.secure.normals_at(s), dp.noise_multiplier, dp.clip_norm)
 
     def noisy_gradient(self, members: tf.Tensor, seed: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Step s's privatised gradient of every model, and its (loss sum, correct, batch size).
 
         Poisson batch, clipped per-example sum, noise, / (q n), plus the L2
-        penalty's gradient; the stateless seeds derive from (seed, s).
+        penalty's gradient; the stateless seeds derive from (seed, s), and
+        in secure mode sampling and noise come from `secure` instead
+        (dropout stays seeded: it is not part of the privacy mechanism).
         """
         dp, n = self.dp, self.dp.n
         sample_seed = tf.stack([seed, 3 * s])
         noise_seed = tf.stack([seed, 3 * s + 1])
         dropout_seed = tf.stack([seed, 3 * s + 2])
-        idx, valid = poisson_batch(members, dp.sampling_rate, sample_seed)
+        idx, valid = self.batch(members, sample_seed, s)
         counts = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
         sums, losses, correct = clipped_sum(
             self.arch, self.recipe, self.vars, tf.gather(self.x, idx), tf.gather(self.y, idx),
             valid, dp.clip_norm, dropout_seed if self.recipe.dropout > 0 else None,
         )  # fmt: skip
-        noisy = add_noise(sums, dp.noise_multiplier, dp.clip_norm, noise_seed)
+        noisy = self.noised(sums, noise_seed, s)
         grads = [g / (dp.sampling_rate * n) for g in noisy]
         if self.recipe.l2 > 0:  # data-independent: added after the noise
             grads = [g + 2.0 * self.recipe.l2 * w if is_kernel(w) else g for g, w in zip(grads, self.vars)]
         return grads, tf.reduce_sum(losses, 1), tf.reduce_sum(correct, 1), counts
 
     def epoch_inputs(self, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Each model's members as they are: the epoch samples its batches itself."""
+        """Each model's members as they are: the epoch samples its batches itself.
+
+        `fit` calls this once before every epoch: in secure mode it refills
+        the epoch's secure draws.
+        """
+        if self.secure is not None:
+            self.secure.refill()
         return members
 
     def epoch_steps(self, members: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -393,7 +505,8 @@ def train(job: TrainingJob, defense: DpSgdDefense) -> DefendedModels:
 
     history: "loss"/"accuracy" per epoch (K, epochs), means over the
     examples the epoch's Poisson batches drew, in training mode; plus
-    "val_loss"/"val_accuracy" on `job.eval_data`. Same seed, same weights.
+    "val_loss"/"val_accuracy" on `job.eval_data`. Same seed, same weights,
+    unless `defense.randomness` is "secure".
     """
     arch = job.architecture
     validate(arch, job.recipe)

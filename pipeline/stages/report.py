@@ -25,14 +25,21 @@ from pipeline.report import (
     parse_roc_csv,
     privacy_utility_figure,
     roc_figure,
-    strongest,
 )
 from pipeline.stages.common import METRICS, PLOTS, REPORTS, ROOT, RUNS, ScopedParams, main, tracked
 from pipeline.types import AttackScores
 
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
 UPSTREAM = ("prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack")
-PARAMS = ("data.dataset", "shadows.n_models", "reference.n_models", "attack.enabled", "defense", "mlflow")
+PARAMS = (
+    "data.dataset", "shadows.n_models", "reference.n_models", "attack.enabled", "attack.tune_for", "defense", "mlflow",
+)  # fmt: skip
+PREPROCESSING = {
+    None: "Features are used as loaded (images scaled by a constant): no statistic of any record enters preprocessing.",
+    "shadow_pool": "Tabular features are standardised with the mean and standard deviation of the shadow pool, data "
+    "disjoint from the target's members and non-members standing in for public data, so no member's value "
+    "reaches preprocessing and the DP accounting needs no term for it.",
+}
 
 
 def _most_exposed(attack: str) -> list[dict]:
@@ -61,28 +68,33 @@ def run(params: ScopedParams) -> None:
         targets = ["undefended", *params.defense.run]
         utility = {"undefended": read_json(METRICS / "target.json")}
         attacks = {"undefended": read_json(METRICS / "attacks.json")}
+        headlines = {"undefended": read_json(METRICS / "headline.json")}
         for name in params.defense.run:
             utility[name] = read_json(METRICS / "defenses" / name / "utility.json")
             attacks[name] = read_json(METRICS / "defenses" / name / "attacks.json")
-        table = build_table(utility, attacks)
+            headlines[name] = read_json(METRICS / "defenses" / name / "headline.json")
+        table = build_table(utility, attacks, headlines)
         sizes = read_json(METRICS / "prepare.json")
+        exposed_by = headlines["undefended"]["attack"]
         context = {
             "dataset": params.data.dataset,
             "n_members": sizes["n_members"],
             "n_test": sizes["n_test"],
             "n_shadow_pool": sizes["n_shadow_pool"],
             "n_shadows": params.shadows.n_models,
+            "n_reference": params.reference.n_models,
             "adaptive": params.defense.adaptive,
+            "tune_for": params.attack.tune_for,
+            "preprocessing": PREPROCESSING[sizes.get("standardized_on")],
+            "exposed_by": exposed_by,
         }
-        exposed_by, _ = strongest(table["undefended"], "auc")
-        context["exposed_by"] = exposed_by
-        context["n_reference"] = params.reference.n_models
         exposed = _most_exposed(exposed_by) if exposed_by in params.attack.enabled else []
+        seed_comparison = read_json(METRICS / "seed_comparison.json")
         roc = roc_figure({name: parse_roc_csv(read_text(PLOTS / "roc" / f"{name}.csv")) for name in targets})
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
         write_text(PLOTS / "frontier.csv", frontier_csv(table))
-        write_text(REPORTS / "report.md", markdown(table, context, exposed))
+        write_text(REPORTS / "report.md", markdown(table, context, exposed, seed_comparison))
         _save_figure(roc, REPORTS / "roc.png")
         _save_figure(tradeoff, REPORTS / "privacy_utility.png")
 

@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.audit import run_attacks
-from pipeline.io import load_npz, read_json
+from pipeline.attacks.shadow_classifier import seed_style_accuracy
+from pipeline.audit import headline_summary, run_attacks
+from pipeline.io import load_npz, read_json, write_json
+from pipeline.seeding import derive_seed
 from pipeline.signals import ATTACK_INPUT_KEYS, attack_input_from_arrays
 from pipeline.stages.attack_outputs import record_audit
 from pipeline.stages.common import ATTACK_DATASET_FILE, DEFENSES, METRICS, ROOT, RUNS, ScopedParams, main, tracked
@@ -29,8 +31,10 @@ class AttackedTarget:
     name: str
     attack_dataset: Path
     metrics: Path
+    headline: Path
     run_file: Path
     scores: Path | None  # per-point scores, kept for the undefended target's "most exposed" table
+    seed_comparison: Path | None  # the original report's measurement beside the honest one (undefended only)
     dp_guarantee: tuple[float, float] | None
 
 
@@ -39,13 +43,15 @@ def attacked_target(defense: str | None) -> AttackedTarget:
     if defense is None:
         return AttackedTarget(
             "train_attack", "undefended", ROOT / "data" / ATTACK_DATASET_FILE, METRICS / "attacks.json",
-            RUNS / "train_attack.json", ROOT / "data" / "attack_scores.npz", None,
+            METRICS / "headline.json", RUNS / "train_attack.json", ROOT / "data" / "attack_scores.npz",
+            METRICS / "seed_comparison.json", None,
         )  # fmt: skip
     utility = read_json(METRICS / "defenses" / defense / "utility.json")
     dp = (utility["dp_epsilon"], utility["dp_delta"]) if "dp_epsilon" in utility else None
+    out = METRICS / "defenses" / defense
     return AttackedTarget(
-        f"attack_defense@{defense}", defense, DEFENSES / defense / ATTACK_DATASET_FILE,
-        METRICS / "defenses" / defense / "attacks.json", RUNS / f"attack_defense-{defense}.json", None, dp,
+        f"attack_defense@{defense}", defense, DEFENSES / defense / ATTACK_DATASET_FILE, out / "attacks.json",
+        out / "headline.json", RUNS / f"attack_defense-{defense}.json", None, None, dp,
     )  # fmt: skip
 
 
@@ -56,6 +62,16 @@ def run(params: ScopedParams, defense: str | None) -> None:
         audit = run_attacks(data, params.attack, params.seed)
         print(f"attacks on the {target.name} target:")
         record_audit(target.name, audit, data, run_log, target.metrics, target.scores, target.dp_guarantee)
+        headline = headline_summary(audit, params.attack.tune_for)
+        write_json(target.headline, headline)
+        print(
+            f"  headline (chosen on shadow data by {params.attack.tune_for}): {headline['attack']}, "
+            f"epsilon lower bound {headline['epsilon_lb_95']:.3f} (95%)"
+        )
+        if target.seed_comparison is not None:
+            comparison = seed_style_accuracy(data, params.attack, derive_seed(params.seed, "seed_comparison"))
+            write_json(target.seed_comparison, comparison)
+            run_log.log_metrics({f"seed_comparison.{key}": value for key, value in comparison.items()})
 
 
 if __name__ == "__main__":
