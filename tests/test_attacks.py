@@ -288,6 +288,48 @@ def test_lira_online_matches_neyman_pearson_tpr(sd_in):
     assert measured == pytest.approx(_np_tpr(delta, sd_in, sd_out, 0.01), abs=0.03)
 
 
+def _sampled_lira_input(delta: float, n: int, per_side: int, rng: np.random.Generator) -> AttackInput:
+    """Gaussian statistics with sampling noise, as real shadow and reference models give.
+
+    Point j has its own mean mu_j; a model that trained on it adds `delta`,
+    every model adds N(0, 1). `per_side` OUT shadows per candidate
+    (offline), and 2 * `per_side` reference models each candidate is IN for
+    half of (online).
+    """
+    mu = rng.normal(0.0, 3.0, 2 * n)
+    member = np.arange(2 * n) < n
+    ref_keep = balanced_keep(rng, 2 * per_side, 2 * n)
+    pool_keep = balanced_keep(rng, per_side, 400)
+    pool = rng.normal(0.0, 3.0, 400) + delta * pool_keep + rng.normal(size=(per_side, 400))
+    labels = np.zeros(2 * n, np.int64)
+    return AttackInput(
+        shadow=signals(_two_class_phi_logits(pool), pool_keep, np.zeros(400, np.int64)),
+        target=Signals(
+            logits=_two_class_phi_logits(mu + delta * member + rng.normal(size=2 * n))[None].astype(np.float32),
+            keep=member[None],
+            labels=labels,
+            index=np.arange(2 * n),
+        ),
+        shadow_on_candidates=_two_class_phi_logits(mu + rng.normal(size=(per_side, 2 * n))).astype(np.float32),
+        reference=signals(_two_class_phi_logits(mu + delta * ref_keep + rng.normal(size=ref_keep.shape)), ref_keep, labels),
+    )
+
+
+@pytest.mark.parametrize("name", ["lira_offline", "lira_online"])
+def test_lira_with_sampled_models_reaches_nine_tenths_of_the_neyman_pearson_tpr(name):
+    """32 models per side, 10,000 members and as many non-members: TPR at 1% FPR >= 0.9 x the optimum.
+
+    The optimum knows every point's mean; LiRA estimates it from the
+    models, which costs a few percent (measured 0.91 to 1.0 over seeds).
+    """
+    delta = 2.0
+    data = _sampled_lira_input(delta, 10000, 32, np.random.default_rng(1))
+    result = get_attack(name)(data, params(lira={"fixed_variance": True}), 0)
+    measured = tpr_at_fpr(roc(result.target.scores, result.target.is_member), 0.01)
+    optimum = _np_tpr(delta, 1.0, 1.0, 0.01)
+    assert measured >= 0.9 * optimum, (measured, optimum)
+
+
 def _np_tpr(delta: float, sd_in: float, sd_out: float, fpr: float) -> float:
     """TPR of the likelihood-ratio test N(delta, sd_in^2) vs N(0, sd_out^2) at a given FPR."""
     if sd_in == sd_out:

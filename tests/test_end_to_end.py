@@ -110,6 +110,12 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
         assert metrics["tpr_at_1pct_fpr"] is None  # 60 non-members cannot measure 1% FPR
     report = json.loads((root / "metrics/report.json").read_text())
     assert list(report) == ["undefended", *defenses]
+    for name, row in report.items():  # each target's headline attack, chosen on shadow data
+        head = row["headline"]
+        assert head["attack"] in params["attack"]["enabled"] and head["chosen_by"].endswith("on shadow data")
+        assert head["metrics"] == row["attacks"][head["attack"]]
+        assert head["metrics"]["auc_ci_low"] <= head["metrics"]["auc"] <= head["metrics"]["auc_ci_high"]
+        assert head["epsilon_lb_95"] >= 0
     dp = json.loads((root / "metrics/defenses/dp_sgd/utility.json").read_text())
     target_epsilon = params["defenses"]["dp_sgd"]["target_epsilon"]
     assert 0.9 * target_epsilon <= dp["dp_epsilon"] <= target_epsilon  # sigma calibrated to the budget
