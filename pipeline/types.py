@@ -124,14 +124,15 @@ class AttackMetrics:
 class AttackInput:
     """Everything an attack may read: saved model outputs, never models.
 
-    `shadow` holds the K shadow models on the attacker's pool (each pool
-    point IN for exactly half of them); `target` holds the target (K=1) on
+    `shadow` holds the K shadow models on the attacker's pool (each trained
+    on as many points as the target, a pool point IN for at most half of
+    them, exactly half with the default pool size); `target` holds the target (K=1) on
     the candidates, its `keep` row being the ground-truth membership that
     only the evaluator looks at; `shadow_on_candidates` holds the shadow
     models' logits on the same candidates, none of which they trained on
     (the OUT models of offline LiRA and RMIA). `reference`, when present,
-    holds reference models trained on random halves of the candidates plus
-    the pool, each candidate IN for exactly half of them (online LiRA's
+    holds reference models trained like the target on random halves of the
+    candidates, each candidate IN for exactly half of them (online LiRA's
     stronger attacker, who holds the candidate records). The robustness
     arrays serve the augmentation label-only attack (`pipeline.augment`).
     """

@@ -16,9 +16,9 @@ point give that point's OUT Gaussian (K/2 - 1 or K/2 of them); needs
 K >= 4.
 
 Online (``lira_online``): `lira_online_scores` compares an IN and an OUT
-Gaussian (two-sided likelihood ratio) fit on reference models trained on
-random halves of the candidates plus the shadow pool, each candidate IN
-for exactly half of them (`AttackInput.reference`). This assumes a
+Gaussian (two-sided likelihood ratio) fit on reference models trained
+exactly like the target on random halves of the candidates, each
+candidate IN for exactly half of them (`AttackInput.reference`). This assumes a
 stronger attacker, one who holds the candidate records themselves.
 Calibration: leave-one-out among the reference models on the candidates
 (each reference in turn plays the target, the others give the IN and OUT

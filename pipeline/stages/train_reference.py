@@ -1,8 +1,9 @@
 """Stage `train_reference`: reference models for the online attacks.
 
-They train on complementary halves of the candidates plus the shadow pool,
-so every candidate is IN for exactly half of them: the stronger attacker of
-online LiRA, who holds the candidate records (not their membership).
+Each trains exactly like the target, on one half of the candidates (the
+two models of a pair on complementary halves), so every candidate is IN
+for exactly half of them: the stronger attacker of online LiRA, who holds
+the candidate records (not their membership).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage `train_shadows`: K shadow models on complementary halves of the pool, and their outputs."""
+"""Stage `train_shadows`: K shadow models trained like the target on points of the pool, and their outputs."""
 
 from __future__ import annotations
 
