@@ -43,7 +43,8 @@ def _train_like_target(
 
     Each model's defender data (as much as the target's defender holds) is
     drawn from `points` it does not train on, among the unscored ones when
-    there are any, so it never overlaps the points the model is scored on.
+    there are any (reference models: the pool, never a candidate); shadows
+    have only scored points, so theirs are some of their scored non-members.
     """
     rng = rng_for(models.seed, models.tag, "keep")
     keep = np.zeros((models.n_models, len(points)), dtype=bool)

@@ -33,23 +33,29 @@ class Audit:
 
     results: dict[str, AttackResult]
     metrics: dict[str, AttackMetrics]
+    delta: float = 0.0  # a DP target's accounted delta, allowed for by the epsilon bounds
 
     def metrics_dict(self) -> dict[str, dict[str, object]]:
         """JSON-able metrics per attack (None where not measurable)."""
         return {name: metrics_to_dict(m) for name, m in self.metrics.items()}
 
 
-def run_attacks(data: AttackInput, params: AttackParams, seed: int) -> Audit:
-    """Run the attacks listed in `params.enabled`, each with its own seed, and evaluate them together."""
+def run_attacks(data: AttackInput, params: AttackParams, seed: int, delta: float = 0.0) -> Audit:
+    """Run the attacks listed in `params.enabled`, each with its own seed, and evaluate them together.
+
+    `delta` is a DP target's accounted delta, which the epsilon bounds allow for.
+    """
     results = {name: get_attack(name)(data, params, derive_seed(seed, "attack", name)) for name in params.enabled}
-    return Audit(results=results, metrics=evaluate_all(results, seed))
+    return Audit(results=results, metrics=evaluate_all(results, seed, delta=delta), delta=delta)
 
 
-def evaluate_all(results: dict[str, AttackResult], seed: int, n_resamples: int = N_RESAMPLES) -> dict[str, AttackMetrics]:
+def evaluate_all(
+    results: dict[str, AttackResult], seed: int, n_resamples: int = N_RESAMPLES, delta: float = 0.0
+) -> dict[str, AttackMetrics]:
     """Every attack's metrics, its epsilon bound Bonferroni-corrected for the number of attacks shown."""
     confidence = 1.0 - (1.0 - CONFIDENCE) / len(results)
     return {
-        name: evaluate(result, derive_seed(seed, "bootstrap", name), confidence, n_resamples)
+        name: evaluate(result, derive_seed(seed, "bootstrap", name), confidence, n_resamples, delta)
         for name, result in results.items()
     }
 
@@ -61,26 +67,26 @@ def choose_headline(results: dict[str, AttackResult], tune_for: str) -> tuple[st
     return best, objectives[best]
 
 
-def headline_epsilon_bound(result: AttackResult) -> float:
+def headline_epsilon_bound(result: AttackResult, delta: float = 0.0) -> float:
     """The one pre-chosen attack's epsilon lower bound at 95%: rule from its calibration, computed once on the target."""
-    target = result.target
+    target, calibration = result.target, result.calibration
     curve = roc(target.scores, target.is_member)
-    rule = choose_rule(roc(result.calibration.scores, result.calibration.is_member), curve.n_members, curve.n_nonmembers)
-    return epsilon_lower_bound(rule, target.scores, target.is_member)
+    rule = choose_rule(
+        roc(calibration.scores, calibration.is_member), curve.n_members, curve.n_nonmembers, CONFIDENCE, delta
+    )
+    return epsilon_lower_bound(rule, target.scores, target.is_member, CONFIDENCE, delta)
 
 
-def headline_summary(audit: Audit, tune_for: str) -> dict[str, object]:
-    """The target's headline: the attack chosen on shadows with its metrics, and the optimistic post-hoc maxima."""
-    metrics = audit.metrics_dict()
+def headline_summary(audit: Audit, metrics: dict[str, dict[str, object]], tune_for: str) -> dict[str, object]:
+    """The target's headline: the attack chosen on shadows with its `metrics` (as written), and the optimistic maxima."""
     name, objective = choose_headline(audit.results, tune_for)
-    strongest_bound = max(metrics, key=lambda n: metrics[n]["epsilon_lb"])
     return {
         "attack": name,
         "chosen_by": f"{tune_for} on shadow data",
         "shadow_objective": objective[0],
         "metrics": metrics[name],
-        "epsilon_lb_95": headline_epsilon_bound(audit.results[name]),
-        "epsilon_lb_any_attack": {"attack": strongest_bound, "value": metrics[strongest_bound]["epsilon_lb"]},
+        "epsilon_lb_95": headline_epsilon_bound(audit.results[name], audit.delta),
+        "epsilon_lb_any_attack": _post_hoc_max(metrics, "epsilon_lb"),
         "optimistic": {
             key: _post_hoc_max(metrics, key) for key in ("auc", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr")
         },
@@ -88,8 +94,8 @@ def headline_summary(audit: Audit, tune_for: str) -> dict[str, object]:
 
 
 def _post_hoc_max(metrics: dict[str, dict[str, object]], key: str) -> dict[str, object]:
-    """The attack with the highest `key` on the target itself: chosen with the answer key, so optimistic."""
-    known = {name: values[key] for name, values in metrics.items() if values.get(key) is not None}
+    """The attack with the highest positive `key` on the target itself (None if none): chosen with the answer key."""
+    known = {name: values[key] for name, values in metrics.items() if values.get(key)}
     if not known:
         return {"attack": None, "value": None}
     best = max(known, key=lambda name: known[name])

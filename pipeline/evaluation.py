@@ -148,17 +148,27 @@ def low_fpr_threshold(curve: Roc, level: float = CALL_FPR) -> float:
 
 
 def ppv_at_prior(tpr: float, fpr: float, prior: float) -> float | None:
-    """Precision of "member" calls when a share `prior` of queried records are members; None if none are called."""
-    called = prior * tpr + (1.0 - prior) * fpr
-    return prior * tpr / called if called > 0 else None
+    """Precision of "member" calls when a share `prior` of queried records are members.
+
+    None ("not measurable") when no non-member was called: a measured FPR
+    of 0 would claim a precision of 1 that the sample cannot support.
+    """
+    if fpr <= 0:
+        return None
+    return prior * tpr / (prior * tpr + (1.0 - prior) * fpr)
 
 
 def evaluate(
-    result: AttackResult, seed: int = 0, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES
+    result: AttackResult,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    delta: float = 0.0,
 ) -> AttackMetrics:
     """Metrics of one attack on the target; every choice it needs (thresholds, bound rule) comes from `calibration`.
 
-    `seed` and `n_resamples` drive the bootstrap; `confidence` is the epsilon bound's.
+    `seed` and `n_resamples` drive the bootstrap; `confidence` and `delta`
+    (a DP target's accounted delta) are the epsilon bound's.
     """
     what = f"attack {result.name!r}"
     s, y = _checked(result.target.scores, result.target.is_member, f"{what} target")
@@ -174,7 +184,7 @@ def evaluate(
     tpr_levels = {level: tpr_at_fpr(curve, level) for level in FPR_LEVELS}
     counts = {_level_key(level): int(math.floor(level * curve.n_nonmembers + 1e-9)) for level in FPR_LEVELS}
     counts = {key: k for key, k in counts.items() if k >= 1} | {"tpr_at_lowest_fpr": 1}
-    rule = choose_rule(cal_curve, curve.n_members, curve.n_nonmembers, confidence)
+    rule = choose_rule(cal_curve, curve.n_members, curve.n_nonmembers, confidence, delta)
     return AttackMetrics(
         auc=float(roc_auc_score(y, s)),
         advantage=float(np.max(curve.tpr - curve.fpr)),
@@ -184,7 +194,7 @@ def evaluate(
         n_members=curve.n_members,
         n_nonmembers=curve.n_nonmembers,
         ppv=tp / (tp + fp) if tp + fp else None,
-        epsilon_lb=epsilon_lower_bound(rule, s, y, confidence),
+        epsilon_lb=epsilon_lower_bound(rule, s, y, confidence, delta),
         epsilon_lb_confidence=confidence,
         auc_per_class=_auc_per_class(result.target),
         tpr_at_lowest_fpr=float(curve.tp[np.searchsorted(curve.fp, 1, side="right") - 1] / curve.n_members),

@@ -12,6 +12,7 @@ independent trainings.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.stats import binom
 
 from pipeline.audit import choose_headline, evaluate_all, headline_epsilon_bound
@@ -94,3 +95,17 @@ def test_headline_is_chosen_on_calibration_scores_not_on_the_target() -> None:
     }
     for tune_for in ("auc", "tpr_at_1pct_fpr"):
         assert choose_headline(results, tune_for)[0] == "good_on_shadows"
+
+
+def test_bound_allows_for_the_accounted_delta() -> None:
+    """(eps, delta)-DP: TPR <= e^eps FPR + delta, so the bound is log((TPR_lo - delta) / FPR_hi)."""
+    from scipy.stats import beta
+
+    scores = np.r_[np.ones(900), np.zeros(100), np.ones(100), np.zeros(900)]
+    is_member = np.r_[np.ones(1000, bool), np.zeros(1000, bool)]
+    rule = choose_rule(roc(scores, is_member), 1000, 1000)
+    tpr_lo, fpr_hi = beta.ppf(0.025, 900, 101), beta.ppf(0.975, 101, 900)
+    assert epsilon_lower_bound(rule, scores, is_member) == pytest.approx(np.log(tpr_lo / fpr_hi), rel=1e-9)
+    with_delta = epsilon_lower_bound(rule, scores, is_member, delta=0.2)
+    assert with_delta == pytest.approx(np.log((tpr_lo - 0.2) / fpr_hi), rel=1e-9)
+    assert epsilon_lower_bound(rule, scores, is_member, delta=0.95) == 0.0  # delta swallows the evidence

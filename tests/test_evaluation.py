@@ -196,3 +196,11 @@ def test_epsilon_bound_also_counts_an_attack_that_spots_non_members() -> None:
     assert rule.side == "non-members" and rule.threshold == 1.0
     assert epsilon_lower_bound(rule, scores, is_member) == pytest.approx(expected, rel=1e-9)
     assert expected > 5.0
+
+
+def test_ppv_at_a_prior_is_not_measurable_without_a_false_positive():
+    from pipeline.evaluation import ppv_at_prior
+
+    assert ppv_at_prior(0.1, 0.01, 0.01) == pytest.approx(0.001 / (0.001 + 0.0099))
+    assert ppv_at_prior(0.1, 0.01, 0.1) == pytest.approx(0.01 / (0.01 + 0.009))
+    assert ppv_at_prior(0.003, 0.0, 0.01) is None

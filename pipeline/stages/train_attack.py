@@ -59,10 +59,11 @@ def run(params: ScopedParams, defense: str | None) -> None:
     target = attacked_target(defense)
     with tracked(target.stage, params, run_file=target.run_file) as run_log:
         data = attack_input_from_arrays(load_npz(target.attack_dataset, ATTACK_INPUT_KEYS))
-        audit = run_attacks(data, params.attack, params.seed)
+        delta = target.dp_guarantee[1] if target.dp_guarantee else 0.0
+        audit = run_attacks(data, params.attack, params.seed, delta)
         print(f"attacks on the {target.name} target:")
-        record_audit(target.name, audit, data, run_log, target.metrics, target.scores, target.dp_guarantee)
-        headline = headline_summary(audit, params.attack.tune_for)
+        metrics = record_audit(target.name, audit, data, run_log, target.metrics, target.scores, target.dp_guarantee)
+        headline = headline_summary(audit, metrics, params.attack.tune_for)
         write_json(target.headline, headline)
         print(
             f"  headline (chosen on shadow data by {params.attack.tune_for}): {headline['attack']}, "
