@@ -29,6 +29,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 ui: setup
+	@$(BIN)/python -m pipeline.ui_link $(UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
 
 bench: setup

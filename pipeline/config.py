@@ -45,7 +45,10 @@ class _Strict(BaseModel):
 
 
 class MlflowParams(_Strict):
+    """The experiment runs go to; `register_models` also registers every audited target in the Model Registry."""
+
     experiment: str = Field("membership-inference", min_length=1)
+    register_models: StrictBool = False
 
 
 class DataParams(_Strict):

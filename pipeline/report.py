@@ -24,18 +24,51 @@ HEADLINE = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr")
 
 
 def headline_metrics(table: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """The summary run's metrics: utility and the headline attack's numbers per target, headline numbers per attack."""
+    """The summary run's few metrics per target: utility, the headline attack's AUC and TPR, epsilon where DP applies.
+
+    Every attack's numbers go to the run's table artifact (`attack_rows`), not to metrics.
+    """
     out: dict[str, float | None] = {}
     for name, row in table.items():
-        head = row["headline"]["metrics"]
+        head = row["headline"]
         out[f"{name}.test_accuracy"] = row["test_accuracy"]
         out[f"{name}.generalization_gap"] = row["generalization_gap"]
-        for key in ("auc", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr"):
-            out[f"{name}.headline.{key}"] = head.get(key)
-        out[f"{name}.headline.epsilon_lb_95"] = row["headline"]["epsilon_lb_95"]
-        for attack, values in row["attacks"].items():
-            out.update({f"{name}.{attack}.{key}": values.get(key) for key in HEADLINE})
+        out[f"{name}.headline_auc"] = head["metrics"]["auc"]
+        out[f"{name}.headline_tpr_at_1pct_fpr"] = head["metrics"].get("tpr_at_1pct_fpr")
+        if "dp_epsilon" in row:
+            out[f"{name}.dp_epsilon"] = row["dp_epsilon"]
+            out[f"{name}.epsilon_lower_bound"] = head["epsilon_lb_95"]
     return out
+
+
+def audit_tags(row: dict[str, Any]) -> dict[str, str]:
+    """A target's audit headline as model-version tags: what a model owner sees beside the version."""
+    head = row["headline"]
+    tags = {
+        "audit.headline_attack": head["attack"],
+        "audit.headline_auc": _cell(head["metrics"]["auc"]),
+        "audit.headline_tpr_at_1pct_fpr": _cell(head["metrics"].get("tpr_at_1pct_fpr")),
+        "audit.test_accuracy": _cell(row["test_accuracy"]),
+    }
+    if "dp_epsilon" in row:
+        tags["audit.dp_epsilon"] = _cell(row["dp_epsilon"])
+        tags["audit.epsilon_lower_bound_95"] = _cell(head["epsilon_lb_95"])
+    return tags
+
+
+def attack_rows(table: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """Every attack on every target as columns (target, attack, headline?, metrics...): an MLflow table."""
+    keys = ("auc", "auc_ci_low", "auc_ci_high", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci_low", "tpr_at_1pct_fpr_ci_high",
+            "tpr_at_lowest_fpr", "advantage", "balanced_accuracy", "epsilon_lb", "shadow_tpr_at_1pct_fpr")  # fmt: skip
+    columns: dict[str, list[Any]] = {"target": [], "attack": [], "headline": [], **{key: [] for key in keys}}
+    for name, row in table.items():
+        for attack, values in row["attacks"].items():
+            columns["target"].append(name)
+            columns["attack"].append(attack)
+            columns["headline"].append(attack == row["headline"]["attack"])
+            for key in keys:
+                columns[key].append(values.get(key))
+    return columns
 
 
 def frontier_csv(table: dict[str, dict[str, Any]]) -> str:
@@ -221,6 +254,9 @@ def markdown(
         "",
         "## Figures",
         "",
+        "ROC curves on log-log axes, one panel per target: coloured, the target's headline attack and the "
+        "attacks that are best on it after the fact; grey, every other attack.",
+        "",
         "![ROC curves on log-log axes](roc.png)",
         "",
         "![Privacy-utility trade-off](privacy_utility.png)",
@@ -277,18 +313,39 @@ def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
     )
 
 
-def roc_figure(curves: dict[str, dict[str, np.ndarray]]) -> plt.Figure:
-    """Log-log ROC panels, one per target (four to a row), one line per attack, chance dashed."""
+def highlighted_attacks(table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Per target, the attacks worth a colour: the headline (chosen on shadows) and the post-hoc best ones."""
+    out = {}
+    for name, row in table.items():
+        picks = [row["headline"]["attack"]] + [best["attack"] for best in row["headline"]["optimistic"].values()]
+        out[name] = [attack for attack in dict.fromkeys(picks) if attack is not None]
+    return out
+
+
+def roc_figure(curves: dict[str, dict[str, np.ndarray]], highlight: dict[str, list[str]] | None = None) -> plt.Figure:
+    """Log-log ROC panels, one per target (four to a row), one line per attack, chance dashed.
+
+    With `highlight`, each panel colours only its target's listed attacks
+    and draws the others thin and grey, so the strongest few stand out.
+    """
     n = len(curves)
     cols = min(n, 4)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows + 0.9), squeeze=False, sharex=True, sharey=True)
     attacks = [name for name in next(iter(curves.values())) if name != "fpr"]
     colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(attacks)}
+    if highlight is not None:  # few coloured attacks: distinct colours, the same on every panel
+        picked = dict.fromkeys(attack for names in highlight.values() for attack in names)
+        colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(picked)}
     for ax, (target, table) in zip(axes.flat, curves.items()):
         fpr = table["fpr"]
+        shown = attacks if highlight is None else highlight.get(target, [])
         for attack in attacks:
-            ax.plot(fpr, np.maximum(table[attack], fpr[0] / 10), color=colors[attack], linewidth=1.2, label=attack)
+            if attack in shown:
+                style = {"color": colors[attack], "linewidth": 1.8 if highlight else 1.2, "label": attack, "zorder": 3}
+            else:
+                style = {"color": "0.6", "linewidth": 0.7, "alpha": 0.5, "label": "other attacks", "zorder": 2}
+            ax.plot(fpr, np.maximum(table[attack], fpr[0] / 10), **style)
         ax.plot(fpr, fpr, "k--", linewidth=0.8, label="chance")
         ax.set(xscale="log", yscale="log", title=target, xlim=(fpr[0], 1), ylim=(fpr[0] / 10, 1.05))
         ax.grid(True, which="both", alpha=0.3)
@@ -298,8 +355,11 @@ def roc_figure(curves: dict[str, dict[str, np.ndarray]]) -> plt.Figure:
         ax.set_xlabel("false-positive rate")
     for ax in axes[:, 0]:
         ax.set_ylabel("true-positive rate")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    legend = {}
+    for ax in axes.flat[:n]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(len(legend), 5), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.75 / (3.4 * rows + 0.9), 1, 1))
     return fig
 

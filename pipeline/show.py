@@ -33,7 +33,7 @@ def main() -> None:
     print(table_text(table))
     print("\nheadline attack: chosen on shadow data before looking at the target; n/m = not measurable")
     print("Every attack on every target: reports/report.md (or: .venv/bin/dvc metrics show)")
-    print("Compare runs: make ui, then open http://127.0.0.1:5000")
+    print("Compare runs: make ui (it prints the link to the experiment's runs)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from pipeline.processes import StageInterrupted, pid_alive
 
 PARENT_TAG = "mlflow.parentRunId"
 PID_TAG, HOST_TAG = "pid", "host"
+# MLflow 3's experiment kind: "custom_model_development" makes the UI treat the
+# experiment as classic model training rather than a GenAI app.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(root: Path) -> str:
@@ -42,18 +45,30 @@ def _git_commit(root: Path) -> str:
 
 
 def _connect(experiment: str, root: Path) -> str:
-    """Point MLflow at the store and return the experiment's id, creating it once."""
+    """Point MLflow at the store and return the experiment's id, creating it once as a model-training experiment.
+
+    An experiment created earlier without the kind tag gets it here.
+    """
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     mlflow.set_tracking_uri(tracking_uri(root))
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
     location = None
     if tracking_uri(root).startswith("sqlite:"):
         location = (root / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=location)
+    return mlflow.create_experiment(
+        experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+    )
+
+
+def experiment_runs_url(experiment: str, root: Path, base_url: str) -> str:
+    """The UI's address of the experiment's training runs (the experiment is created if missing)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{_connect(experiment, root)}/runs"
 
 
 class StageRun:
@@ -92,6 +107,12 @@ class StageRun:
         import mlflow
 
         mlflow.log_figure(figure, name)
+
+    def log_table(self, columns: dict[str, list[Any]], name: str) -> None:
+        """A table artifact (JSON, columns of equal length) that the UI shows and filters."""
+        import mlflow
+
+        mlflow.log_table(data=columns, artifact_file=name)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         import mlflow
@@ -179,6 +200,22 @@ def mark_orphans_killed(experiment_id: str) -> list[str]:
     for run_id in orphans:
         client.set_terminated(run_id, status="KILLED")
     return orphans
+
+
+def register_model(run_id: str, name: str, tags: dict[str, str]) -> str:
+    """Register the Keras model logged by run `run_id` as `name` (once per run) and set `tags` on that version.
+
+    A later `dvc repro` that reuses the same training run updates the tags
+    of its version instead of adding a version. Returns the version.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id]
+    version = existing[0].version if existing else mlflow.register_model(f"runs:/{run_id}/model", name).version
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return str(version)
 
 
 def nest_stage_runs(summary_run_id: str, stage_runs: dict[str, str]) -> dict[str, str]:

@@ -139,6 +139,15 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
     assert summary.info.status == "FINISHED"
     assert summary.data.params["target.epochs"] == "20"
     assert "undefended.test_accuracy" in summary.data.metrics
+    assert len(summary.data.metrics) <= 6 * len(report)  # a handful per target; every attack is in the table
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    assert "attacks_table.json" in {a.path for a in client.list_artifacts(summary.info.run_id)}
+    experiment = client.get_experiment(summary.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    contexts = {tag.value for d in summary.inputs.dataset_inputs for tag in d.tags if tag.key == "mlflow.data.context"}
+    assert contexts == {"members", "non-members", "test", "attacker pool", "defender reference"}
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary.info.run_id]
     assert {r.data.tags["stage"] for r in children} == expected - {"report"}
     assert all(r.info.status == "FINISHED" for r in children)
@@ -179,6 +188,24 @@ def test_changing_one_defense_reruns_only_its_stages_and_the_report(project: tup
     )
     assert summary.data.tags["stage_status.defend:dropout"] == "ran"
     assert summary.data.tags["stage_status.prepare"] == "cached"
+    _commit(root, env)
+
+
+def test_registering_models_reruns_only_the_report_and_tags_each_version(project: tuple[Path, dict]) -> None:
+    """With mlflow.register_models on, every audited target is a registered version carrying its audit headline."""
+    import mlflow
+
+    root, env = project
+    _set(root, {"mlflow": {"register_models": True}})
+    result = _run(["dvc", "repro"], root, env)
+    assert _ran_stages(result.stdout) == {"report"}
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    report = json.loads((root / "metrics/report.json").read_text())
+    for name, row in report.items():
+        (version,) = client.search_model_versions(f"name = 'membership-inference.{name}'")
+        assert version.tags["audit.headline_attack"] == row["headline"]["attack"]
+        assert float(version.tags["audit.headline_auc"]) == pytest.approx(row["headline"]["metrics"]["auc"], abs=5e-4)
+        assert ("audit.dp_epsilon" in version.tags) == (name == "dp_sgd")
     _commit(root, env)
 
 

@@ -23,12 +23,13 @@ from pipeline.stages.common import (
     load_shadows,
     load_signals,
     load_target_outputs,
+    log_split_inputs,
     main,
     tracked,
 )
 from pipeline.types import AttackInput
 
-PARAMS = ("mlflow",)
+PARAMS = ("mlflow.experiment",)
 
 
 def run(params: ScopedParams) -> None:
@@ -39,6 +40,7 @@ def run(params: ScopedParams) -> None:
         target, target_robust = load_target_outputs(TARGET, dataset, splits)
         data = AttackInput(shadow, target, shadow_on_candidates, reference, shadow_robust, target_robust)
         write_npz(ROOT / "data" / ATTACK_DATASET_FILE, **attack_input_to_arrays(data))
+        log_split_inputs(run_log, dataset, splits, ("shadow_pool", "candidates"))
         summary = {
             "train_rows": int(shadow.keep.size),
             "train_members": int(shadow.keep.sum()),

@@ -144,6 +144,30 @@ def load_prepared() -> tuple[Dataset, Splits]:
     return dataset, Splits(**splits)
 
 
+ROLE_NAMES = {
+    "members": "members",
+    "nonmembers": "non-members",
+    "test": "test",
+    "shadow_pool": "attacker pool",
+    "defender_reference": "defender reference",
+    "candidates": "candidates (members and non-members)",
+}
+
+
+def log_split_inputs(run_log: object, dataset: Dataset, splits: Splits, roles: tuple[str, ...]) -> None:
+    """Log each named split as an MLflow dataset input of the run, its role as the input's context.
+
+    The UI's Datasets column and compare view then tell which data a run
+    used, by name, digest and source (the prepared dataset).
+    """
+    for role in roles:
+        index = getattr(splits, role)
+        if len(index):
+            run_log.log_dataset(
+                dataset.x[index], dataset.y[index], f"{dataset.name}:{role}", str(PREPARED), ROLE_NAMES[role]
+            )
+
+
 def history_rows(history: dict[str, np.ndarray]) -> list[dict[str, float]]:
     """Per-epoch learning curves of one model as rows for a DVC plot."""
     epochs = len(next(iter(history.values())))

@@ -29,6 +29,7 @@ from pipeline.stages.common import (
     load_prepared,
     load_shadows,
     load_signals,
+    log_split_inputs,
     main,
     tracked,
 )
@@ -38,7 +39,7 @@ from pipeline.types import AttackInput
 
 def params_for(name: str) -> tuple[str, ...]:
     """The params stage defend@<name> reads."""
-    return ("seed", "target", "shadows", "reference", "defense.adaptive", f"defenses.{name}", "mlflow")
+    return ("seed", "target", "shadows", "reference", "defense.adaptive", f"defenses.{name}", "mlflow.experiment")
 
 
 def run(params: ScopedParams, name: str) -> None:
@@ -57,6 +58,7 @@ def run(params: ScopedParams, name: str) -> None:
         save_target(out, target, run_log, METRICS / "defenses" / name / "utility.json", PLOTS / "training" / f"{name}.json")
         log_model(run_log, target, dataset, splits)
         if params.defense.adaptive:
+            log_split_inputs(run_log, dataset, splits, ("shadow_pool", "candidates"))
             shadows = ModelSet(architecture, recipe, train, params.shadows.n_models, params.seed, f"shadows-{name}")
             shadow, shadow_on_candidates, trained = train_shadows(dataset, splits, shadows)
             shadow_robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.seed)

@@ -11,9 +11,9 @@ import numpy as np
 from pipeline.data import load_dataset, make_splits, standardized
 from pipeline.io import atomic_path, write_json
 from pipeline.seeding import rng_for
-from pipeline.stages.common import METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, main, tracked
+from pipeline.stages.common import METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, log_split_inputs, main, tracked
 
-PARAMS = ("seed", "data", "mlflow")
+PARAMS = ("seed", "data", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:
@@ -34,7 +34,8 @@ def run(params: ScopedParams) -> None:
             np.savez(out / "splits.npz", **{role: getattr(splits, role) for role in SPLIT_ROLES})
         write_json(METRICS / "prepare.json", summary)
         run_log.log_metrics({key: value for key, value in summary.items() if isinstance(value, int)})
-        run_log.log_dataset(dataset.x, dataset.y, dataset.name, params.data.path or params.data.dataset, "prepare")
+        run_log.log_dataset(dataset.x, dataset.y, dataset.name, params.data.path or params.data.dataset, "source")
+        log_split_inputs(run_log, dataset, splits, SPLIT_ROLES)
         print(
             f"prepare: {dataset.name}, {summary['n_samples']} samples, {dataset.n_classes} classes -> "
             f"{summary['n_members']} members, {summary['n_nonmembers']} non-members, "

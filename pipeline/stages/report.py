@@ -11,22 +11,39 @@ skipped are linked by tag (they made the cached outputs used here).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 from pipeline.config import flatten
 from pipeline.evaluation import most_exposed
+from pipeline.html_report import html_page
 from pipeline.io import atomic_path, load_npz, read_json, read_text, staged_path, write_json, write_text
 from pipeline.report import (
+    attack_rows,
+    audit_tags,
     build_table,
     frontier_csv,
     headline_metrics,
+    highlighted_attacks,
     markdown,
     parse_roc_csv,
     privacy_utility_figure,
     roc_figure,
 )
-from pipeline.stages.common import METRICS, PLOTS, REPORTS, ROOT, RUNS, ScopedParams, main, tracked
+from pipeline.stages.common import (
+    METRICS,
+    PLOTS,
+    REPORTS,
+    ROOT,
+    RUNS,
+    SPLIT_ROLES,
+    ScopedParams,
+    load_prepared,
+    log_split_inputs,
+    main,
+    tracked,
+)
 from pipeline.types import AttackScores
 
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
@@ -49,14 +66,28 @@ def _most_exposed(attack: str) -> list[dict]:
     return most_exposed(scores, arrays["index"], top=10)
 
 
+def _register_targets(table: dict, experiment: str) -> None:
+    """Each audited target in the Model Registry as `<experiment>.<target>`, its audit headline as version tags."""
+    from pipeline.tracking import register_model
+
+    for name, row in table.items():
+        run_file = RUNS / ("train_target.json" if name == "undefended" else f"defend-{name}.json")
+        version = register_model(read_json(run_file)["run_id"], f"{experiment}.{name}", audit_tags(row))
+        print(f"report: registered {experiment}.{name} version {version}")
+
+
 def _summary_name() -> str:
     """"summary", or "summary <experiment>" under `dvc exp run`."""
     return f"summary {os.environ.get('DVC_EXP_NAME', '')}".strip()
 
 
-def _save_figure(figure: object, path: Path) -> None:
+def _save_figure(figure: object, path: Path) -> bytes:
+    """Write the figure as a PNG (held back until the stage succeeds) and return its bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120)
+        tmp.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def run(params: ScopedParams) -> None:
@@ -90,17 +121,28 @@ def run(params: ScopedParams) -> None:
         }
         exposed = _most_exposed(exposed_by) if exposed_by in params.attack.enabled else []
         seed_comparison = read_json(METRICS / "seed_comparison.json")
-        roc = roc_figure({name: parse_roc_csv(read_text(PLOTS / "roc" / f"{name}.csv")) for name in targets})
+        curves = {name: parse_roc_csv(read_text(PLOTS / "roc" / f"{name}.csv")) for name in targets}
+        roc = roc_figure(curves, highlighted_attacks(table))
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
         write_text(PLOTS / "frontier.csv", frontier_csv(table))
-        write_text(REPORTS / "report.md", markdown(table, context, exposed, seed_comparison))
-        _save_figure(roc, REPORTS / "roc.png")
-        _save_figure(tradeoff, REPORTS / "privacy_utility.png")
+        text = markdown(table, context, exposed, seed_comparison)
+        write_text(REPORTS / "report.md", text)
+        figures = {
+            "roc.png": _save_figure(roc, REPORTS / "roc.png"),
+            "privacy_utility.png": _save_figure(tradeoff, REPORTS / "privacy_utility.png"),
+        }
+        write_text(REPORTS / "report.html", html_page(text, figures, "Membership-inference audit"))
 
         run_log.log_metrics(headline_metrics(table))
-        for path in (REPORTS / "report.md", REPORTS / "roc.png", REPORTS / "privacy_utility.png", METRICS / "report.json"):
-            run_log.log_artifact(staged_path(path))
+        run_log.log_table(attack_rows(table), "attacks_table.json")
+        dataset, splits = load_prepared()
+        log_split_inputs(run_log, dataset, splits, SPLIT_ROLES)
+        for name in ("report.html", "report.md", "roc.png", "privacy_utility.png"):
+            run_log.log_artifact(staged_path(REPORTS / name))
+        run_log.log_artifact(staged_path(METRICS / "report.json"))
+        if params.mlflow.register_models:
+            _register_targets(table, params.mlflow.experiment)
         stages = {stage: stage for stage in UPSTREAM}
         for name in params.defense.run:
             stages |= {f"defend@{name}": f"defend-{name}", f"attack_defense@{name}": f"attack_defense-{name}"}

@@ -20,7 +20,7 @@ from pipeline.signals import ATTACK_INPUT_KEYS, attack_input_from_arrays
 from pipeline.stages.attack_outputs import record_audit
 from pipeline.stages.common import ATTACK_DATASET_FILE, DEFENSES, METRICS, ROOT, RUNS, ScopedParams, main, tracked
 
-PARAMS = ("seed", "attack", "mlflow")
+PARAMS = ("seed", "attack", "mlflow.experiment")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ def run(params: ScopedParams, defense: str | None) -> None:
     target = attacked_target(defense)
     with tracked(target.stage, params, run_file=target.run_file) as run_log:
         data = attack_input_from_arrays(load_npz(target.attack_dataset, ATTACK_INPUT_KEYS))
+        run_log.log_dataset(  # what the attacks read: the target's outputs on the candidates, with their classes
+            data.target.logits[0], data.target.labels, f"{target.name} target outputs", str(target.attack_dataset),
+            "attack input",
+        )  # fmt: skip
         delta = target.dp_guarantee[1] if target.dp_guarantee else 0.0
         audit = run_attacks(data, params.attack, params.seed, delta)
         print(f"attacks on the {target.name} target:")

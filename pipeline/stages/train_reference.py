@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pipeline.attacker import train_reference
 from pipeline.signals import shadow_accuracy
-from pipeline.stages.common import REFERENCE, ScopedParams, load_prepared, main, save_signals, tracked
+from pipeline.stages.common import REFERENCE, ScopedParams, load_prepared, log_split_inputs, main, save_signals, tracked
 from pipeline.stages.trained_models import undefended_models
 
-PARAMS = ("seed", "target", "reference", "mlflow")
+PARAMS = ("seed", "target", "reference", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:
@@ -22,6 +22,7 @@ def run(params: ScopedParams) -> None:
         models = undefended_models(dataset, params.target, params.reference.n_models, params.seed, "reference")
         signals = train_reference(dataset, splits, models)
         save_signals(REFERENCE, signals)
+        log_split_inputs(run_log, dataset, splits, ("candidates", "shadow_pool"))  # trained on / defender data
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         run_log.log_metrics(metrics)
         print(f"reference: {signals.n_models} models, accuracy on candidates IN {metrics['in_accuracy']:.3f}, OUT {metrics['out_accuracy']:.3f}")

@@ -5,10 +5,19 @@ from __future__ import annotations
 from pipeline.attacker import robustness_signal, train_shadows
 from pipeline.io import write_json
 from pipeline.signals import shadow_accuracy
-from pipeline.stages.common import METRICS, SHADOWS, ScopedParams, load_prepared, main, save_signals, tracked
+from pipeline.stages.common import (
+    METRICS,
+    SHADOWS,
+    ScopedParams,
+    load_prepared,
+    log_split_inputs,
+    main,
+    save_signals,
+    tracked,
+)
 from pipeline.stages.trained_models import undefended_models
 
-PARAMS = ("seed", "target", "shadows", "mlflow")
+PARAMS = ("seed", "target", "shadows", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:
@@ -18,6 +27,7 @@ def run(params: ScopedParams) -> None:
         signals, candidate_logits, trained = train_shadows(dataset, splits, models)
         robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.seed)
         save_signals(SHADOWS, signals, candidate_logits=candidate_logits, robustness=robust)
+        log_split_inputs(run_log, dataset, splits, ("shadow_pool", "candidates"))  # trained on / queried on
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         write_json(METRICS / "shadows.json", metrics)
         run_log.log_metrics(metrics)

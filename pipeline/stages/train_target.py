@@ -8,7 +8,7 @@ from pipeline.seeding import derive_seed
 from pipeline.stages.common import METRICS, PLOTS, TARGET, ScopedParams, load_prepared, main, tracked
 from pipeline.stages.trained_models import log_model, save_target, save_target_outputs
 
-PARAMS = ("seed", "target", "mlflow")
+PARAMS = ("seed", "target", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:

@@ -16,7 +16,7 @@ from pipeline.config import ModelParams
 from pipeline.defenses.base import train_undefended
 from pipeline.io import atomic_path, write_json, write_npz
 from pipeline.models import TrainedTarget, architecture_for, recipe_for
-from pipeline.stages.common import OUTPUTS_FILE, history_rows
+from pipeline.stages.common import OUTPUTS_FILE, history_rows, log_split_inputs
 from pipeline.tf_runtime import keras, tf
 from pipeline.types import Dataset, Splits
 
@@ -43,11 +43,14 @@ def save_target_outputs(folder: Path, target: TrainedTarget, dataset: Dataset, s
     write_npz(folder / OUTPUTS_FILE, index=splits.candidates, candidate_logits=logits, robustness=robustness)
 
 
+TARGET_ROLES = ("members", "test", "defender_reference")  # what a target's training reads
+
+
 def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: Splits) -> None:
-    """Log the deployed Keras model with a signature and the members it was trained on."""
+    """Log the deployed Keras model with a signature, and the data it was trained and measured on."""
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
     run_log.log_keras_model(target.model, dataset.x[splits.members[:5]], requirements)
-    run_log.log_dataset(dataset.x[splits.members], dataset.y[splits.members], f"{dataset.name}-members", "data/prepared", "training")
+    log_split_inputs(run_log, dataset, splits, TARGET_ROLES)
 
 
 def undefended_models(dataset: Dataset, target: ModelParams, n_models: int, seed: int, tag: str) -> ModelSet:
