@@ -157,6 +157,36 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
     _commit(root, env)
 
 
+def test_the_mlflow_ui_shows_the_audit_in_a_real_browser(project: tuple[Path, dict], tmp_path: Path) -> None:
+    """`mlflow ui` on the run's store, looked at in headless Chromium as a new user would.
+
+    After the one click on "Model training" the sidebar is the model-training
+    one; the summary run unfolds into its nested stage runs; its artifacts
+    include the HTML report. The server is stopped by its process group.
+    """
+    import urllib.request
+
+    from pipeline import ui_check
+
+    if not ui_check.browser_available():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium and chromium-driver are missing; .ci/run installs them")
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    root, _ = project
+    (summary,) = [r for r in _runs(root) if r.data.tags.get("summary") == "true"]
+    experiment = summary.info.experiment_id
+    with ui_check.serve_ui(f"sqlite:///{root / 'mlflow.db'}") as base, ui_check.chromium(tmp_path / "profile") as driver:
+        page = ui_check.open_training_runs(driver, base, experiment)
+        assert "Model registry" in page and "Judges" not in page and "Prompts" not in page  # not the GenAI sidebar
+        page = ui_check.expand_summary(driver, "train_target")
+        for stage in ("prepare", "train_shadows", "train_reference", "defend@dropout", "attack_defense@dp_sgd"):
+            assert stage in page, stage
+        page = ui_check.open_run_artifacts(driver, base, experiment, summary.info.run_id)
+        assert "report.html" in page and "attacks_table.json" in page
+    with pytest.raises(OSError):  # the server is gone
+        urllib.request.urlopen(f"{base}/health", timeout=2)
+
+
 def test_second_repro_reruns_nothing(project: tuple[Path, dict]) -> None:
     root, env = project
     before = len(_runs(root))
