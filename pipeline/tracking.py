@@ -130,17 +130,23 @@ class StageRun:
         mlflow.log_input(dataset, context=context)
 
     def log_keras_model(self, model: Any, example: np.ndarray, requirements: list[str], name: str = "model") -> None:
-        """Log a Keras model with its signature and explicit pip `requirements`.
+        """Log a Keras model with its signature, `example` as its input example, and explicit pip `requirements`.
 
-        Giving the requirements skips MLflow's inference of them, which
-        costs seconds per call.
+        It goes through MLflow's TensorFlow flavour, which stores the Keras
+        model as is and loads back as a pyfunc: the Keras flavour (MLflow
+        3.17 and 3.18) fails to save an input example (it writes the file
+        before creating the model folder; mlflow/mlflow#16183). Giving the
+        requirements skips MLflow's inference of them, which costs seconds
+        per call.
         """
         import mlflow
-        import mlflow.keras
+        import mlflow.tensorflow
         from mlflow.models import infer_signature
 
         signature = infer_signature(example, model.predict(example, verbose=0))
-        mlflow.keras.log_model(model, name=name, signature=signature, pip_requirements=requirements)
+        mlflow.tensorflow.log_model(
+            model, name=name, signature=signature, input_example=example, pip_requirements=requirements
+        )
 
 
 @contextlib.contextmanager

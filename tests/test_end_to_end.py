@@ -153,6 +153,9 @@ def test_full_repro(project: tuple[Path, dict]) -> None:
     assert all(r.info.status == "FINISHED" for r in children)
     train_target = next(r for r in children if r.data.tags["stage"] == "train_target")
     assert "val_accuracy" in train_target.data.metrics
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    model = mlflow.models.Model.load(f"runs:/{train_target.info.run_id}/model")  # signature and input example
+    assert model.signature is not None and model.saved_input_example_info["type"] == "ndarray"
     assert train_target.data.tags["git_commit"] != "unknown"
     _commit(root, env)
 
