@@ -8,7 +8,7 @@ through:
 
 - docs/ui-runs.png      the experiment's runs after the click on "Model training",
                         the newest summary run unfolded into its stage runs;
-- docs/ui-summary.png   that summary run: parameters, its few metrics, datasets;
+- docs/ui-summary.png   that summary run: its datasets, tags and few metrics;
 - docs/ui-report.png    its artifacts, with the HTML report open;
 - docs/ui-compare.png   the compare view of the two experiments' summary runs.
 
@@ -88,6 +88,9 @@ def main() -> None:
             driver.save_screenshot(str(out / "ui-runs.png"))
             driver.get(f"{base}/#/experiments/{experiment}/runs/{summaries[0]}")
             wait_for_text(driver, "undefended.headline_auc")
+            datasets = driver.find_element("xpath", "//*[normalize-space(text())='Datasets']")
+            driver.execute_script("arguments[0].scrollIntoView()", datasets)  # datasets, tags, then the few metrics
+            time.sleep(1)
             driver.save_screenshot(str(out / "ui-summary.png"))
             open_run_artifacts(driver, base, experiment, summaries[0])
             driver.find_element("xpath", "//*[normalize-space(text())='report.html']").click()
