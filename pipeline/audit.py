@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.attacks.registry import get_attack
-from pipeline.bounds import CONFIDENCE, choose_rule, epsilon_lower_bound
+from pipeline.bounds import CONFIDENCE, calibrated_bound
 from pipeline.config import AttackParams
 from pipeline.evaluation import evaluate, metrics_to_dict, roc, shadow_objective
 from pipeline.intervals import N_RESAMPLES
@@ -69,12 +69,8 @@ def choose_headline(results: dict[str, AttackResult], tune_for: str) -> tuple[st
 
 def headline_epsilon_bound(result: AttackResult, delta: float = 0.0) -> float:
     """The one pre-chosen attack's epsilon lower bound at 95%: rule from its calibration, computed once on the target."""
-    target, calibration = result.target, result.calibration
-    curve = roc(target.scores, target.is_member)
-    rule = choose_rule(
-        roc(calibration.scores, calibration.is_member), curve.n_members, curve.n_nonmembers, CONFIDENCE, delta
-    )
-    return epsilon_lower_bound(rule, target.scores, target.is_member, CONFIDENCE, delta)
+    calibration = roc(result.calibration.scores, result.calibration.is_member)
+    return calibrated_bound(calibration, result.target.scores, result.target.is_member, CONFIDENCE, delta)
 
 
 def headline_summary(audit: Audit, metrics: dict[str, dict[str, object]], tune_for: str) -> dict[str, object]:

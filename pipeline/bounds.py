@@ -98,6 +98,15 @@ def choose_rule(
     return BoundRule(float(curve.thresholds[best_nonmembers]), "non-members")
 
 
+def calibrated_bound(
+    calibration: Roc, scores: np.ndarray, is_member: np.ndarray, confidence: float = CONFIDENCE, delta: float = 0.0
+) -> float:
+    """The whole procedure: the rule chosen on `calibration` at the target's counts, then applied once to the target."""
+    y = np.asarray(is_member, dtype=bool)
+    rule = choose_rule(calibration, int(y.sum()), int((~y).sum()), confidence, delta)
+    return epsilon_lower_bound(rule, scores, y, confidence, delta)
+
+
 def epsilon_lower_bound(
     rule: BoundRule, scores: np.ndarray, is_member: np.ndarray, confidence: float = CONFIDENCE, delta: float = 0.0
 ) -> float:

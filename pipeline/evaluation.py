@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pipeline.bounds import CONFIDENCE, choose_rule, epsilon_lower_bound
+from pipeline.bounds import CONFIDENCE, calibrated_bound
 from pipeline.intervals import N_RESAMPLES, bootstrap_intervals
 from pipeline.types import AttackMetrics, AttackResult, AttackScores
 
@@ -184,7 +184,6 @@ def evaluate(
     tpr_levels = {level: tpr_at_fpr(curve, level) for level in FPR_LEVELS}
     counts = {_level_key(level): int(math.floor(level * curve.n_nonmembers + 1e-9)) for level in FPR_LEVELS}
     counts = {key: k for key, k in counts.items() if k >= 1} | {"tpr_at_lowest_fpr": 1}
-    rule = choose_rule(cal_curve, curve.n_members, curve.n_nonmembers, confidence, delta)
     return AttackMetrics(
         auc=float(roc_auc_score(y, s)),
         advantage=float(np.max(curve.tpr - curve.fpr)),
@@ -194,7 +193,7 @@ def evaluate(
         n_members=curve.n_members,
         n_nonmembers=curve.n_nonmembers,
         ppv=tp / (tp + fp) if tp + fp else None,
-        epsilon_lb=epsilon_lower_bound(rule, s, y, confidence, delta),
+        epsilon_lb=calibrated_bound(cal_curve, s, y, confidence, delta),
         epsilon_lb_confidence=confidence,
         auc_per_class=_auc_per_class(result.target),
         tpr_at_lowest_fpr=float(curve.tp[np.searchsorted(curve.fp, 1, side="right") - 1] / curve.n_members),
