@@ -11,7 +11,7 @@ UI_PORT ?= 5000
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: setup run test ui bench clean
+.PHONY: setup run test ui bench exp clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ test: setup
 ui: setup
 	@$(BIN)/python -m pipeline.ui_link $(UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
+
+# A named preset of presets/ as one DVC experiment: make exp PRESET=tiny
+exp: setup
+	@test -n "$(PRESET)" || { $(BIN)/python -m pipeline.presets; echo "usage: make exp PRESET=<name>" >&2; exit 2; }
+	$(BIN)/python -m pipeline.presets run $(PRESET)
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

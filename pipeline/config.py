@@ -55,15 +55,38 @@ class DataParams(_Strict):
     dataset: Literal["digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10"] = "digits"
     path: str | None = None
     label_column: str = "label"
+    categorical: Literal["one_hot", "error"] = "one_hot"  # csv: non-numeric feature columns one-hot encoded, or refused
     n_members: StrictInt = Field(350, gt=0)
     n_test: StrictInt = Field(300, gt=0)
     n_shadow_pool: StrictInt = Field(700, gt=0)
     n_defender_reference: StrictInt = Field(96, ge=0)
     min_per_class: StrictInt = Field(10, ge=1)
+    member_column: str | None = None  # with target.model: the csv column (npz array) marking the rows that trained it
+    member_index: str | None = None  # with target.model: a file under data/raw/ listing those rows' numbers
+
+    @property
+    def marks_members(self) -> bool:
+        """Whether the data say which rows trained a given model (then the members are those rows)."""
+        return self.member_column is not None or self.member_index is not None
+
+    @model_validator(mode="after")
+    def _one_member_marker(self) -> "DataParams":
+        if self.member_column is not None and self.member_index is not None:
+            raise ValueError(
+                "give at most one of member_column and member_index (the rows that trained target.model) "
+                f"(got member_column={self.member_column!r}, member_index={self.member_index!r})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _attacker_models_match_the_target(self) -> "DataParams":
-        """Shadow models train in disjoint pairs on n_members pool points each, with the defender's amount of reference data."""
+        """Shadow models train in disjoint pairs on n_members pool points each, with the defender's amount of reference data.
+
+        With marked members their number comes from the data, so the
+        prepare stage checks the same rules once it has read them.
+        """
+        if self.marks_members:
+            return self
         if self.n_shadow_pool < 2 * self.n_members:
             raise ValueError(
                 f"n_shadow_pool must be at least 2 * n_members = {2 * self.n_members}, so each pair of shadow "
@@ -81,6 +104,7 @@ class DataParams(_Strict):
 class ModelParams(_Strict):
     """Architecture and training recipe; shadows copy the target's."""
 
+    model: str | None = None  # a trained .keras file under data/raw/ to audit instead of training one
     architecture: Literal["mlp", "cnn"] = "mlp"
     hidden_units: StrictInt = Field(128, gt=0)
     conv_filters: tuple[StrictInt, ...] = Field((16, 32), min_length=1)
@@ -104,6 +128,20 @@ class ReferenceParams(_Strict):
     """Reference models of online attacks: each trained on one half of the candidates, like the target."""
 
     n_models: EvenCount = Field(8, ge=4)
+
+
+class ComputeParams(_Strict):
+    """Where the attacker's models train: shards of `shard_size` models, here in turn or as Ray tasks.
+
+    One shard trains with its set's own seed (so results do not depend on
+    `shard_size` while every model fits in one); shard j of several with a
+    seed derived from it and j, whichever backend runs it.
+    """
+
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray: the cluster's address (null: RAY_ADDRESS, else a local instance)
+    shard_size: StrictInt = Field(16, ge=1)
+    max_retries: StrictInt = Field(2, ge=0)
 
 
 SHADOW_CLASSIFIER_FAMILIES = ("mlp", "gradient_boosting", "random_forest", "logistic_regression")
@@ -344,6 +382,7 @@ class Params(_Strict):
     target: ModelParams = ModelParams()
     shadows: ShadowParams = ShadowParams()
     reference: ReferenceParams = ReferenceParams()
+    compute: ComputeParams = ComputeParams()
     attack: AttackParams = AttackParams()
     defense: DefenseSettings = DefenseSettings()
     defenses: dict[str, Defense] = Field(default_factory=dict)
@@ -355,6 +394,24 @@ class Params(_Strict):
             raise ValueError(
                 f"defense.run: {missing[0]!r} is not configured under defenses "
                 f"(configured: {', '.join(self.defenses) or 'none'})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _audited_model_has_its_members(self) -> "Params":
+        if self.target.model is not None and not self.data.marks_members:
+            raise ValueError(
+                "data.member_column or data.member_index: target.model is set, so the data must mark the rows "
+                "that trained it (a 0/1 column, or a file of row numbers under data/raw/)"
+            )
+        if self.target.model is None and self.data.marks_members:
+            raise ValueError(
+                "target.model: data.member_column or data.member_index marks the rows that trained a model, "
+                "but no model is given; set target.model to its .keras file under data/raw/, or the marker to null"
+            )
+        if self.target.model is not None and not self.target.model.endswith(".keras"):
+            raise ValueError(
+                f"target.model: must be a .keras file (Keras 3 format: model.save('model.keras')); got {self.target.model!r}"
             )
         return self
 
@@ -449,8 +506,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw, str(path.name))
 
 
-def flatten(params: Params) -> dict[str, Any]:
-    """Dotted-key view of the params, the form MLflow's runs table compares."""
+def flatten_mapping(tree: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys of a nested mapping's leaves (lists and tuples are leaves)."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -458,7 +515,13 @@ def flatten(params: Params) -> dict[str, Any]:
             for key, item in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), item)
         else:
-            out[prefix] = list(value) if isinstance(value, tuple) else value
+            out[prefix] = value
 
-    walk("", params.model_dump(mode="python"))
+    walk("", tree)
     return out
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Dotted-key view of the params, the form MLflow's runs table compares."""
+    flat = flatten_mapping(params.model_dump(mode="python"))
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in flat.items()}

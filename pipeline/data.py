@@ -2,13 +2,13 @@
 
 The default `digits` dataset ships inside scikit-learn, so the default
 pipeline needs no network. `mnist`, `fashion_mnist` and `cifar10` use the
-Keras downloaders (internet needed once); `csv` and `npz` read a user's
-file under `data/raw/`.
+Keras downloaders (internet needed once, or their files placed in Keras's
+cache folder); `csv` and `npz` read a user's file under `data/raw/`.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -18,93 +18,96 @@ import numpy as np
 
 from pipeline.config import DataParams
 from pipeline.errors import PipelineError
+from pipeline.members import rows_from_column, rows_from_index_file
+from pipeline.tabular import read_table
 from pipeline.types import Dataset, Splits
 
 RAW_DIR = "data/raw"  # users' own files; the prepare stage depends on this folder
 
+Loaded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # features, labels, the data.member_column cells
 
-def _digits(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
+
+def _digits(params: DataParams, root: Path) -> Loaded:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[..., None]  # (N, 8, 8, 1) in [0, 1]
-    return x, bunch.target
+    return x, bunch.target, None
 
 
-def _keras_images(name: str) -> Callable[[DataParams, Path], tuple[np.ndarray, np.ndarray]]:
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+KERAS_CACHED = {  # what each Keras loader reads from under its cache folder, so it can run offline
+    "mnist": ("datasets", f"mnist.npz (the original, {KERAS_ORIGIN}mnist.npz: Keras checks its sha256)"),
+    "fashion_mnist": (
+        "datasets/fashion-mnist",
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+        f"t10k-labels-idx1-ubyte.gz (from {KERAS_ORIGIN})",
+    ),
+    "cifar10": (
+        "datasets",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz renamed cifar-10-batches-py-target_archive "
+        "(Keras checks its sha256)",
+    ),
+}
+
+
+def _keras_cache_folder(name: str) -> Path:
+    """Where Keras's loader for `name` looks for its files: under $KERAS_HOME, else ~/.keras."""
+    home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
+    return home / KERAS_CACHED[name][0]
+
+
+def _keras_images(name: str) -> Callable[[DataParams, Path], Loaded]:
     """Loader for a Keras image dataset: train and test parts pooled, scaled to [0, 1]."""
 
-    def load(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    def load(params: DataParams, root: Path) -> Loaded:
         from pipeline.tf_runtime import keras
 
         try:
             (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
         except Exception as error:  # the downloader raises many kinds on no network
+            reason = " ".join(str(error).split())
             raise PipelineError(
-                f"data.dataset: could not load {name!r} with Keras ({error}); it needs internet "
-                "once, or use data.dataset: digits"
+                f"data.dataset: could not load {name!r} with Keras ({reason}); it needs internet once, "
+                f"or place {KERAS_CACHED[name][1]} in {_keras_cache_folder(name)}/ to work offline, "
+                "or use data.dataset: digits"
             ) from None
         x = np.concatenate([x_train, x_test]).astype(np.float32) / 255.0
         if x.ndim == 3:
             x = x[..., None]
         y = np.concatenate([y_train, y_test]).reshape(-1)
-        return x, y
+        return x, y, None
 
     return load
+
+
+def raw_file(value: str, key: str, root: Path) -> Path:
+    """The user's file `value` (relative to the project root), which must lie under data/raw/; `key` names the param."""
+    path = (root / value).resolve()
+    raw_dir = (root / RAW_DIR).resolve()
+    if raw_dir not in path.parents:
+        raise PipelineError(f"{key}: must be a file under {RAW_DIR}/ (got {value!r})")
+    if not path.is_file():
+        raise PipelineError(f"{key}: file not found: {value}")
+    return path
 
 
 def _user_file(params: DataParams, root: Path) -> Path:
     if not params.path:
         raise PipelineError(f"data.path: required when data.dataset is {params.dataset!r}")
-    path = (root / params.path).resolve()
-    raw_dir = (root / RAW_DIR).resolve()
-    if raw_dir not in path.parents:
-        raise PipelineError(f"data.path: must be a file under {RAW_DIR}/ (got {params.path!r})")
-    if not path.is_file():
-        raise PipelineError(f"data.path: file not found: {params.path}")
-    return path
+    return raw_file(params.path, "data.path", root)
 
 
-def _csv(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A UTF-8 CSV (byte-order mark allowed): header row, label column, numeric features."""
-    path = _user_file(params, root)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            rows = [(reader.line_num, row) for row in reader if row]  # blank lines carry no sample
-    except UnicodeDecodeError:
-        raise PipelineError(f"{params.path}: not UTF-8 text; save it as a UTF-8 CSV file") from None
-    except csv.Error as error:
-        raise PipelineError(f"{params.path}: not a readable UTF-8 CSV file ({error})") from None
-    if len(rows) < 2:
-        raise PipelineError(f"{params.path}: needs a header row and at least one data row")
-    header, body = rows[0][1], rows[1:]
-    if params.label_column not in header:
-        raise PipelineError(
-            f"data.label_column: {params.label_column!r} is not a column of {params.path} "
-            f"(columns: {', '.join(header)})"
-        )
-    label_at = header.index(params.label_column)
-    features, labels = [], []
-    for line, row in body:
-        if len(row) != len(header):
-            raise PipelineError(f"{params.path}: line {line} has {len(row)} fields, header has {len(header)}")
-        label = row[label_at].strip()
-        if not label:
-            raise PipelineError(
-                f"{params.path}: line {line} has an empty {params.label_column!r} cell; give every row a label"
-            )
-        labels.append(label)
-        try:
-            features.append([float(v) for i, v in enumerate(row) if i != label_at])
-        except ValueError as error:  # names the value: could not convert string to float: 'abc'
-            raise PipelineError(f"{params.path}: line {line} has a non-numeric feature value ({error})") from None
-    x = np.asarray(features, dtype=np.float32)
-    return x, _class_indices(np.asarray(labels), params.path)
+def _csv(params: DataParams, root: Path) -> Loaded:
+    """A CSV table (see `pipeline.tabular`): header row, label column, numeric or categorical features."""
+    marker = () if params.member_column is None else (params.member_column,)
+    table = read_table(_user_file(params, root), params.path, params.label_column, params.categorical, marker)
+    marked = None if params.member_column is None else table.extra[params.member_column]
+    return table.features, _class_indices(table.labels, params.path), marked
 
 
-def _npz(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays x (N, features) or (N, H, W[, C]) and y (N,) from an .npz archive."""
+def _npz(params: DataParams, root: Path) -> Loaded:
+    """Arrays x (N, features) or (N, H, W[, C]) and y (N,) from an .npz archive, and the member marker array if named."""
     from pipeline.io import load_npz
 
     path = _user_file(params, root)
@@ -112,8 +115,9 @@ def _npz(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(
             f"{params.path}: not an .npz archive; save the arrays with numpy.savez(path, x=x, y=y)"
         )
+    marker = () if params.member_column is None else (params.member_column,)
     try:
-        arrays = load_npz(path, ("x", "y"))
+        arrays = load_npz(path, ("x", "y", *marker))
     except zipfile.BadZipFile as error:  # a damaged member, found only when read
         raise PipelineError(f"{params.path}: damaged .npz archive ({error}); save it again") from None
     x, y = arrays["x"], arrays["y"]
@@ -135,11 +139,12 @@ def _npz(params: DataParams, root: Path) -> tuple[np.ndarray, np.ndarray]:
     except ValueError:
         raise PipelineError(f"{params.path}: x must be numeric (got dtype {x.dtype})") from None
     y = _class_indices(y, params.path)
+    marked = arrays[params.member_column] if marker else None
     if x.ndim == 2:
-        return features, y
+        return features, y, marked
     if x.ndim == 3:
         features = features[..., None]  # (N, H, W) grayscale gets its channel axis, as Keras data does
-    return _unit_range_images(features, x.dtype, params.path), y
+    return _unit_range_images(features, x.dtype, params.path), y, marked
 
 
 def _unit_range_images(x: np.ndarray, stored: np.dtype, name: str) -> np.ndarray:
@@ -194,7 +199,7 @@ def standardized(dataset: Dataset, fit_rows: np.ndarray) -> Dataset:
     return Dataset(x=x, y=dataset.y, n_classes=dataset.n_classes, name=dataset.name)
 
 
-LOADERS: dict[str, Callable[[DataParams, Path], tuple[np.ndarray, np.ndarray]]] = {
+LOADERS: dict[str, Callable[[DataParams, Path], Loaded]] = {
     "digits": _digits,
     "csv": _csv,
     "npz": _npz,
@@ -205,9 +210,31 @@ LOADERS: dict[str, Callable[[DataParams, Path], tuple[np.ndarray, np.ndarray]]] 
 
 
 def load_dataset(params: DataParams, root: str | Path = ".") -> Dataset:
-    """Load and check the dataset named in params (see `validate_dataset`)."""
-    x, y = LOADERS[params.dataset](params, Path(root))
-    dataset = Dataset(x=x, y=y.astype(np.int64), n_classes=int(y.max()) + 1, name=params.dataset)
+    """Load and check the dataset named in params (see `validate_dataset`), with the rows marked as trained on."""
+    root = Path(root)
+    if params.member_column is not None and params.dataset not in ("csv", "npz"):
+        raise PipelineError(
+            f"data.member_column: {params.dataset} has no columns to mark members with; "
+            "list the rows that trained target.model in a file and set data.member_index"
+        )
+    x, y, marked = LOADERS[params.dataset](params, root)
+    trained = None
+    if marked is not None:
+        trained = rows_from_column(marked, f"{params.path} column {params.member_column!r}")
+        if len(trained) != len(y):
+            raise PipelineError(
+                f"data.member_column: {params.path} array {params.member_column!r} has {len(trained)} marks "
+                f"but the data has {len(y)} rows; give one 1/0 mark per row"
+            )
+    elif params.member_index is not None:
+        trained = rows_from_index_file(raw_file(params.member_index, "data.member_index", root), params.member_index, len(y))
+    if trained is not None and not 0 < trained.sum() < len(trained):
+        raise PipelineError(
+            f"data.{'member_column' if marked is not None else 'member_index'}: marks {int(trained.sum())} of "
+            f"{len(trained)} rows as trained on; an audit needs members and rows the model never saw"
+        )
+    name = params.dataset
+    dataset = Dataset(x=x, y=y.astype(np.int64), n_classes=int(y.max()) + 1, name=name, trained=trained)
     validate_dataset(dataset, params)
     return dataset
 
@@ -228,8 +255,14 @@ def validate_dataset(dataset: Dataset, params: DataParams) -> None:
         )
 
 
-def make_splits(n_samples: int, params: DataParams, rng: np.random.Generator) -> Splits:
-    """Disjoint random index sets: members, as many non-members, test, shadow pool, defender reference."""
+def make_splits(n_samples: int, params: DataParams, rng: np.random.Generator, trained: np.ndarray | None = None) -> Splits:
+    """Disjoint random index sets: members, as many non-members, test, shadow pool, defender reference.
+
+    With `trained` (N,) bool, the rows that trained a given model: they are
+    the members, all of them, and every other role is drawn from the rest.
+    """
+    if trained is not None:
+        return _splits_around(trained, params, rng)
     sizes = {
         "n_members": params.n_members,
         "non-members (= n_members)": params.n_members,
@@ -247,6 +280,40 @@ def make_splits(n_samples: int, params: DataParams, rng: np.random.Generator) ->
     order = rng.permutation(n_samples)
     bounds = np.cumsum(list(sizes.values()))
     members, nonmembers, test, pool, reference = np.split(order[: bounds[-1]], bounds[:-1])
+    return Splits(members=members, nonmembers=nonmembers, test=test, shadow_pool=pool, defender_reference=reference)
+
+
+def _splits_around(trained: np.ndarray, params: DataParams, rng: np.random.Generator) -> Splits:
+    """Splits whose members are exactly the marked rows; the other roles come from unmarked rows only."""
+    members = rng.permutation(np.flatnonzero(trained))
+    n = len(members)
+    if params.n_shadow_pool < 2 * n:
+        raise PipelineError(
+            f"data.n_shadow_pool: the model trained on {n} marked rows, so each pair of shadow models needs "
+            f"2 x {n} = {2 * n} pool rows to train on as many (got {params.n_shadow_pool})"
+        )
+    if params.n_defender_reference > params.n_shadow_pool - n:
+        raise PipelineError(
+            f"data.n_defender_reference: must be at most n_shadow_pool - {n} marked rows = "
+            f"{params.n_shadow_pool - n} (got {params.n_defender_reference})"
+        )
+    sizes = {
+        "non-members (= the marked rows)": n,
+        "n_test": params.n_test,
+        "n_shadow_pool": params.n_shadow_pool,
+        "n_defender_reference": params.n_defender_reference,
+    }
+    rest = rng.permutation(np.flatnonzero(~trained))
+    needed = sum(sizes.values())
+    if needed > len(rest):
+        detail = " + ".join(f"{v} {k}" for k, v in sizes.items())
+        raise PipelineError(
+            f"data: auditing a model trained on {n} rows needs {needed} rows it did not train on ({detail}) "
+            f"but the data has {len(rest)}; lower data.n_test, data.n_shadow_pool or data.n_defender_reference, "
+            "or add rows the model never saw"
+        )
+    bounds = np.cumsum(list(sizes.values()))
+    nonmembers, test, pool, reference = np.split(rest[: bounds[-1]], bounds[:-1])
     return Splits(members=members, nonmembers=nonmembers, test=test, shadow_pool=pool, defender_reference=reference)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.config import ModelParams
 from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.errors import PipelineError
-from pipeline.stack import Architecture, Recipe
+from pipeline.stack import Architecture, Recipe, released_logits
 from pipeline.types import Dataset, Splits
 
 
@@ -72,6 +72,20 @@ class TrainedTarget:
     def observe(self, x: np.ndarray) -> np.ndarray:
         """The outputs the target releases on `x`, (N, C)."""
         return self.defended.observe(x)[0]
+
+
+def audited_target(model: Any, dataset: Dataset, splits: Splits) -> TrainedTarget:
+    """A user's trained model as the target, exactly as given: nothing is trained, its outputs are released."""
+
+    def observe(x: np.ndarray) -> np.ndarray:
+        return released_logits(model, x)[None]
+
+    defended = DefendedModels(observe=observe, network=lambda k: model, history={})
+    utility = utility_metrics(
+        observe(dataset.x[splits.members])[0], dataset.y[splits.members],
+        observe(dataset.x[splits.test])[0], dataset.y[splits.test],
+    )  # fmt: skip
+    return TrainedTarget(model=model, defended=defended, utility=utility, history={})
 
 
 def train_target(

@@ -192,12 +192,19 @@ def markdown(
     lines = [
         "# Membership-inference audit",
         "",
-        f"Dataset `{context['dataset']}`: {context['n_members']} members train the target, "
-        f"{context['n_members']} non-members are held out, {context['n_test']} test points measure utility, "
+        (
+            f"Dataset `{context['dataset']}`: the target is the given model `{context['audited_model']}`, audited as "
+            f"it is (never retrained; defended variants retrain its architecture); its {context['n_members']} "
+            "training rows are the members, and every other role below is drawn from rows it never saw: "
+            if context.get("audited_model")
+            else f"Dataset `{context['dataset']}`: {context['n_members']} members train the target, "
+        )
+        + f"{context['n_members']} non-members are held out, {context['n_test']} test points measure utility, "
         f"and the attacker's {context['n_shadow_pool']}-point shadow pool is disjoint from all of them. "
         f"Every attacker model trains exactly like the target, on {context['n_members']} points: "
         f"{context['n_shadows']} shadow models on points of the pool, {context['n_reference']} reference models "
-        "(online attacks only) on halves of the candidates, every candidate IN for exactly half of them.",
+        "(online attacks only) on halves of the candidates, every candidate IN for exactly half of them"
+        + (f"; copies of the given model train {context['attacker_models_train']}." if context.get("audited_model") else "."),
         "",
         "**Threat model.** The attacker can query the target and see its full output vector "
         "(label-only attacks: the label only), knows the architecture and training recipe "

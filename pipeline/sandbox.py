@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-COPIED = ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/.gitignore", ".dvc/config", ".dvc/plots", "data/raw")
+COPIED = ("pipeline", "presets", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/.gitignore", ".dvc/config", ".dvc/plots", "data/raw")
 
 
 def sandbox_env(root: Path) -> dict[str, str]:

@@ -41,5 +41,6 @@ with _silenced_stderr():
     tf.config.list_physical_devices()
     tf.config.experimental.enable_op_determinism()
     tf.get_logger().setLevel("ERROR")
+    keras.utils.disable_interactive_logging()  # no Keras progress bars from libraries' predict calls (MLflow's)
 
 __all__ = ["tf", "keras"]

@@ -2,8 +2,10 @@
 
 By default runs go to an embedded SQLite store, `mlflow.db` in the project
 root, with artifacts in `mlartifacts/`; `MLFLOW_TRACKING_URI` points them
-at a tracking server instead. Each stage logs one run; the report stage's
-run is the summary that the other stage runs are nested under.
+at a tracking server instead. A stage that DVC runs in a temporary copy
+(`dvc exp run --queue` or `--temp`) logs to the original project's store.
+Each stage logs one run; the report stage's run is the summary that the
+other stage runs are nested under.
 """
 
 from __future__ import annotations
@@ -29,9 +31,21 @@ PID_TAG, HOST_TAG = "pid", "host"
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+def _store_root(root: Path) -> Path:
+    """The project whose default store `root` logs to: DVC's `DVC_ROOT` when `root` is one of its temporary copies.
+
+    Queued and `--temp` experiments run in `<project>/.dvc/tmp/exps/...`,
+    which DVC deletes afterwards, with `DVC_ROOT` naming the project.
+    """
+    project = os.environ.get("DVC_ROOT")
+    if project and root.resolve().is_relative_to((Path(project) / ".dvc" / "tmp").resolve()):
+        return Path(project).resolve()
+    return root.resolve()
+
+
 def tracking_uri(root: Path) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the SQLite file in the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite file in the project root (the original one for a DVC copy)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_store_root(root) / 'mlflow.db'}"
 
 
 def _git_commit(root: Path) -> str:
@@ -60,7 +74,7 @@ def _connect(experiment: str, root: Path) -> str:
         return found.experiment_id
     location = None
     if tracking_uri(root).startswith("sqlite:"):
-        location = (root / "mlartifacts").resolve().as_uri()
+        location = (_store_root(root) / "mlartifacts").as_uri()
     return mlflow.create_experiment(
         experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
     )

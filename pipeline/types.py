@@ -15,6 +15,7 @@ class Dataset:
     y: np.ndarray  # (N,) int64, values in [0, n_classes)
     n_classes: int
     name: str
+    trained: np.ndarray | None = None  # (N,) bool: the rows that trained a given model (target.model), if any
 
 
 @dataclass(frozen=True)

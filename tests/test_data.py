@@ -8,6 +8,7 @@ import pytest
 from pipeline.config import DataParams
 from pipeline.data import defender_mask, load_dataset, make_splits, paired_keep, standardized
 from pipeline.errors import PipelineError
+from pipeline.tabular import read_table
 from pipeline.types import Dataset
 
 
@@ -144,30 +145,6 @@ def test_npz_that_is_not_a_zip_archive_is_one_line(tmp_path, content: bytes) -> 
     assert "\n" not in str(info.value)
 
 
-def test_keras_loader_pools_and_scales(monkeypatch) -> None:
-    """The real Keras loader code, with the download replaced by a local fixture."""
-    from pipeline.tf_runtime import keras
-
-    rng = np.random.default_rng(0)
-    train = (rng.integers(0, 256, (20, 6, 6), dtype=np.uint8), np.arange(20) % 2)
-    test = (rng.integers(0, 256, (10, 6, 6), dtype=np.uint8), np.arange(10) % 2)
-    monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: (train, test))
-    dataset = load_dataset(DataParams(dataset="mnist", min_per_class=5))
-    assert dataset.x.shape == (30, 6, 6, 1)
-    assert dataset.x.max() <= 1.0 and dataset.n_classes == 2
-
-
-def test_keras_loader_without_network_is_a_clear_error(monkeypatch) -> None:
-    from pipeline.tf_runtime import keras
-
-    def offline():
-        raise OSError("no route to host")
-
-    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
-    with pytest.raises(PipelineError, match="cifar10.*internet"):
-        load_dataset(DataParams(dataset="cifar10"))
-
-
 def test_csv_with_byte_order_mark_loads(tmp_path) -> None:
     path = tmp_path / "data/raw/bom.csv"
     path.parent.mkdir(parents=True)
@@ -264,3 +241,139 @@ def test_cnn_with_more_conv_blocks_than_the_image_allows() -> None:
     assert architecture_for(dataset, ModelParams(architecture="cnn", conv_filters=(16, 32, 64))).conv_filters == (16, 32, 64)
     with pytest.raises(PipelineError, match=r"^target.conv_filters: 4 conv blocks .* 8x8 images.* at most 3 fit"):
         architecture_for(dataset, ModelParams(architecture="cnn", conv_filters=(16, 32, 64, 128)))
+
+
+def _csv_text(tmp_path, text: str, **params) -> Dataset:
+    """Load `text` as data/raw/t.csv (written byte for byte) with csv params."""
+    path = tmp_path / "data/raw/t.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return load_dataset(DataParams(dataset="csv", path="data/raw/t.csv", min_per_class=1, **params), tmp_path)
+
+
+def _one_line_error(tmp_path, text: str, **params) -> str:
+    with pytest.raises(PipelineError) as info:
+        _csv_text(tmp_path, text, **params)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_csv_delimiter_is_detected(tmp_path, delimiter: str, bom: bytes) -> None:
+    rows = [["f1", "label", "f2"], ["0.5", "1", "-2"], ["1.25", "0", "3e2"], ["7", "1", "0"]]
+    text = "\r\n".join(delimiter.join(row) for row in rows) + "\r\n"  # as Excel writes it
+    dataset = _csv_text(tmp_path, bom + text.encode())
+    np.testing.assert_array_equal(dataset.x, np.array([[0.5, -2], [1.25, 300], [7, 0]], np.float32))
+    assert dataset.x.dtype == np.float32
+    assert dataset.y.tolist() == [1, 0, 1]
+
+
+def test_csv_delimiter_that_cannot_be_told_is_one_line(tmp_path) -> None:
+    assert _one_line_error(tmp_path, "label\na\nb\n") == (
+        "data/raw/t.csv: cannot tell the delimiter from the first 100 lines (candidates: ',', ';', tab); "
+        "save the file with one of them between every two columns"
+    )
+
+
+def test_csv_blank_lines_are_skipped_anywhere(tmp_path) -> None:
+    """Empty lines, and lines of only delimiters or whitespace, carry no sample; line numbers stay the file's."""
+    text = "\nf,label\n\n1,a\n ,\n2,b\n\t\n,,\n3,a\n\n \n"
+    dataset = _csv_text(tmp_path, text)
+    np.testing.assert_array_equal(dataset.x, [[1], [2], [3]])
+    assert dataset.y.tolist() == [0, 1, 0]
+    assert _one_line_error(tmp_path, text + "4\n") == (
+        "data/raw/t.csv: line 12 has 1 fields, header has 2 (delimiter ','); give every row one value per column"
+    )
+
+
+def test_csv_trailing_blank_line_after_a_digits_sized_table(tmp_path) -> None:
+    """A 1,797-row table whose last line holds only whitespace loads all its rows (issue 11: "line 1799")."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    header = ",".join([f"p{i}" for i in range(64)] + ["label"])
+    rows = [",".join([*map(str, x.astype(int)), str(y)]) for x, y in zip(digits.data, digits.target)]
+    dataset = _csv_text(tmp_path, "\n".join([header, *rows]) + "\n \n\n")
+    assert dataset.x.shape == (1797, 64)
+    np.testing.assert_array_equal(dataset.x, digits.data.astype(np.float32))
+    np.testing.assert_array_equal(dataset.y, digits.target)
+
+
+def test_csv_string_labels_are_classes_in_sorted_order(tmp_path) -> None:
+    dataset = _csv_text(tmp_path, "f,label\n1,dog\n2,cat\n3, emu \n4,cat\n5,Dog\n")
+    assert dataset.y.tolist() == [2, 1, 3, 1, 0]  # Dog < cat < dog < emu; cells are stripped
+    assert dataset.n_classes == 4
+
+
+def test_csv_categorical_columns_are_one_hot_encoded_in_sorted_order(tmp_path, capsys) -> None:
+    text = "size,colour,label,grade\n1.5,red,a,2\n2,blue,b,x\n3,red ,a,10\n4,green,b,2\n"
+    dataset = _csv_text(tmp_path, text)
+    expected = [  # size, colour=blue, colour=green, colour=red, grade=10, grade=2, grade=x
+        [1.5, 0, 0, 1, 0, 1, 0],
+        [2.0, 1, 0, 0, 0, 0, 1],
+        [3.0, 0, 0, 1, 1, 0, 0],
+        [4.0, 0, 1, 0, 0, 1, 0],
+    ]
+    np.testing.assert_array_equal(dataset.x, np.array(expected, np.float32))
+    table = read_table(tmp_path / "data/raw/t.csv", "t.csv", "label")
+    assert table.feature_names == ("size", "colour=blue", "colour=green", "colour=red", "grade=10", "grade=2", "grade=x")
+    assert table.labels.tolist() == ["a", "b", "a", "b"]
+    assert "t.csv: categorical column 'colour' one-hot encoded as 3 columns" in capsys.readouterr().err
+
+
+def test_csv_categorical_error_names_line_column_value_and_fix(tmp_path) -> None:
+    text = "size,colour,label\n1,2,a\n2,3,b\n3,red,a\n"
+    assert _one_line_error(tmp_path, text, categorical="error") == (
+        "data/raw/t.csv: line 4 has the non-numeric 'colour' value 'red'; make the column numeric, "
+        "or set data.categorical: one_hot to one-hot encode it"
+    )
+    assert _csv_text(tmp_path, text.replace("red", "4"), categorical="error").x[:, 1].tolist() == [2, 3, 4]
+
+
+def test_csv_decimal_commas_are_refused_not_one_hot_encoded(tmp_path) -> None:
+    assert _one_line_error(tmp_path, "f;label\n1,5;a\n2;b\n1.234,75;a\n") == (
+        "data/raw/t.csv: column 'f' holds numbers written with commas (line 2: '1,5'); "
+        "save the file with decimal points and no thousands separators"
+    )
+
+
+def test_csv_empty_feature_cell_names_line_and_column(tmp_path) -> None:
+    assert _one_line_error(tmp_path, "f,g,label\n1,2,a\n3, ,b\n") == (
+        "data/raw/t.csv: line 3 has an empty 'g' cell; fill it in or drop the row (nothing is imputed)"
+    )
+
+
+def test_csv_extra_columns_are_returned_raw_and_kept_out_of_the_features(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("f,member,label,note\n1,1,a, x\n2,0,b,y\n")
+    table = read_table(path, "t.csv", "label", extra_columns=("member", "note"))
+    np.testing.assert_array_equal(table.features, np.array([[1], [2]], np.float32))
+    assert table.feature_names == ("f",)
+    assert table.extra["member"].tolist() == ["1", "0"] and table.extra["note"].tolist() == [" x", "y"]
+    with pytest.raises(PipelineError) as info:
+        read_table(path, "t.csv", "label", extra_columns=("in_training",))
+    assert str(info.value) == (
+        "t.csv: has no column 'in_training' (columns: f, member, label, note); add it or name one of these"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (",f,label\n0,1,a\n", "column 1 has no name in the header; name it or drop it (pandas writes its row index so: save with to_csv(index=False))"),
+        ("f,f,label\n0,1,a\n", "column 'f' appears twice in the header; rename one of them"),
+        ("f,g,label\n1,2,a\n3,b\n", "line 3 has 2 fields, header has 3 (delimiter ','); give every row one value per column"),
+        ('f,label\n1,"a\n2,b\n', "line 3 is not readable CSV (unexpected end of data); fix its quotes"),
+        ("f,label\n\n", "needs a header row and at least one data row"),
+    ],
+)
+def test_csv_malformed_tables_are_one_line(tmp_path, text: str, message: str) -> None:
+    assert _one_line_error(tmp_path, text) == f"data/raw/t.csv: {message}"
+
+
+def test_csv_without_feature_columns_is_one_line(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("member,label\n1,a\n0,b\n")
+    with pytest.raises(PipelineError, match=r"^t.csv: no feature columns besides 'label', 'member'; add some$"):
+        read_table(path, "t.csv", "label", extra_columns=("member",))

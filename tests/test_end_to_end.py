@@ -4,8 +4,10 @@ Checks every stage's outputs and the MLflow summary run; that a second
 repro reruns nothing; that an attack parameter reruns only attack stages
 and a defense parameter only that defense's stages (plus the report); that
 bad params and data fail with one line and change no committed file; that
-SIGKILL and SIGINT during a stage lose nothing and record nothing; and that
-forced reruns reproduce the metrics byte for byte. Every stage runs with
+SIGKILL and SIGINT during a stage lose nothing and record nothing; that
+forced reruns reproduce the metrics byte for byte; that a teammate who
+pulls from a DVC remote sees the same results and reruns nothing; and that
+queued experiments log to the project's own store. Every stage runs with
 `PIPELINE_CHECK_PARAMS` set, so a param listed in dvc.yaml but never read
 fails it.
 """
@@ -17,6 +19,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,14 +29,7 @@ import yaml
 
 from pipeline.sandbox import PROJECT, make_sandbox
 
-TINY = {
-    "data": {"n_members": 60, "n_test": 60, "n_shadow_pool": 120, "n_defender_reference": 24},
-    "target": {"epochs": 20, "hidden_units": 32},
-    "shadows": {"n_models": 4},
-    "reference": {"n_models": 4},
-    "attack": {"shadow_classifier": {"epochs": 2}},
-    "defense": {"run": ["dropout", "dp_sgd", "memguard"]},
-}
+TINY = yaml.safe_load((PROJECT / "presets/tiny.yaml").read_text())  # the "tiny" preset, applied by dvc exp run
 ATTACK_STAGES = {"train_attack", "attack_defense@dropout", "attack_defense@dp_sgd", "attack_defense@memguard"}
 
 pytestmark = pytest.mark.slow
@@ -58,8 +54,7 @@ def _run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subproces
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("project")
-    params = _deep_update(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY)
-    env = make_sandbox(root, yaml.safe_dump(params, sort_keys=False))
+    env = make_sandbox(root)  # the default params; the first test applies the tiny preset
     return root, {**env, "PIPELINE_CHECK_PARAMS": "1"}
 
 
@@ -89,10 +84,12 @@ def _metrics(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted((root / "metrics").rglob("*.json"))}
 
 
-def test_full_repro(project: tuple[Path, dict]) -> None:
+def test_the_tiny_preset_runs_the_whole_pipeline_as_one_experiment(project: tuple[Path, dict]) -> None:
     root, env = project
-    result = _run(["dvc", "repro"], root, env)
+    result = _run([sys.executable, "-m", "pipeline.presets", "run", "tiny", "-n", "tiny"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
+    assert _deep_update(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY) == params  # exactly the preset
+    assert "tiny" in _run(["dvc", "exp", "list", "--name-only"], root, env).stdout
     defenses = params["defense"]["run"]
     expected = {"prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "report"}
     expected |= ATTACK_STAGES | {f"defend@{name}" for name in defenses}
@@ -383,3 +380,87 @@ def test_a_removed_defense_no_longer_shows(project: tuple[Path, dict]) -> None:
     assert "dp_sgd" not in _run(["dvc", "metrics", "show"], root, env).stdout
     assert "dp_sgd" not in _run(["dvc", "plots", "show", "--json"], root, env).stdout
     assert list(json.loads((root / "metrics/report.json").read_text())) == ["undefended", "dropout", "memguard"]
+
+
+# Outputs DVC caches (pushed and pulled); metrics/, plots/ and reports/ are `cache: false`, committed by git.
+CACHED_OUTPUTS = ("data/attack_scores.npz", "data/target/model.keras", "data/summary_run.json")
+
+
+def test_a_teammate_pulls_the_outputs_from_a_dvc_remote_and_reruns_nothing(
+    project: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, env = project
+    # The removed defense's run records (test above) are no stage's output, so DVC neither caches nor
+    # pushes them, yet they count in the report's `data/runs` dep: drop them and settle the report first.
+    stages = set(_run(["dvc", "stage", "list", "--name-only"], root, env).stdout.split())
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]  # keeps entries of removed stages
+    outputs = {out["path"] for name in stages for out in lock[name].get("outs", [])}
+    for record in (root / "data/runs").glob("*.json"):
+        if str(record.relative_to(root)) not in outputs:
+            record.unlink()
+    assert _ran_stages(_run(["dvc", "repro"], root, env).stdout) <= {"report"}
+    _commit(root, env)
+    _run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], root, env)
+    _commit(root, env)  # the remote's address travels with the repository
+    assert "pushed" in _run(["dvc", "push"], root, env).stdout
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    teammate = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}"}
+    tracked = set(_run(["git", "ls-files"], clone, teammate).stdout.splitlines())
+    assert "reports/report.md" in tracked and not tracked & set(CACHED_OUTPUTS)
+    assert not [path for path in CACHED_OUTPUTS if (clone / path).exists()]
+    assert json.loads(_run(["dvc", "status", "--json"], clone, teammate).stdout)  # cached outputs missing
+    _run(["dvc", "pull"], clone, teammate)
+    assert json.loads(_run(["dvc", "status", "--json"], clone, teammate).stdout) == {}
+    assert _ran_stages(_run(["dvc", "repro"], clone, teammate).stdout) == set()
+    for path in ("reports/report.md", *CACHED_OUTPUTS):
+        assert (clone / path).read_bytes() == (root / path).read_bytes(), path
+    assert _metrics(clone) == _metrics(root)
+    assert not (clone / "mlflow.db").exists()  # no stage ran, so nothing was logged
+
+
+def _queue_finished(root: Path, env: dict, names: set[str], timeout: float = 600.0) -> dict[str, str]:
+    """Poll `dvc queue status` until none of `names` is queued or running; name -> final status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [line.split() for line in _run(["dvc", "queue", "status"], root, env).stdout.splitlines()]
+        status = {row[1]: row[-1] for row in rows if len(row) > 2 and row[1] in names}
+        if set(status) == names and not {"Queued", "Running"} & set(status.values()):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(5)  # each `dvc queue status` costs a second of CPU the workers need
+
+
+def test_queued_experiments_log_to_the_project_store_without_mlflow_tracking_uri(project: tuple[Path, dict]) -> None:
+    """`dvc exp run --queue` and `dvc queue start --jobs 2` as from an activated environment.
+
+    Each experiment runs in a temporary copy under `.dvc/tmp/exps` that DVC
+    deletes afterwards; with no MLFLOW_TRACKING_URI, its runs still land in
+    the project's own mlflow.db (and artifacts), and it restores the trained
+    models from the cache, rerunning only the attack stages and the report.
+    """
+    import mlflow
+
+    root, env = project
+    shell = {key: value for key, value in env.items() if key != "MLFLOW_TRACKING_URI"}
+    before = {r.info.run_id for r in _runs(root)}
+    gammas = {"gamma-1-5": 1.5, "gamma-3": 3.0}
+    for name, gamma in gammas.items():
+        _run(["dvc", "exp", "run", "--queue", "-S", f"attack.rmia.gamma={gamma}", "-n", name], root, shell)
+    _run(["dvc", "queue", "start", "--jobs", "2"], root, shell)
+    assert _queue_finished(root, shell, set(gammas)) == dict.fromkeys(gammas, "Success")
+    assert set(gammas) <= set(_run(["dvc", "exp", "list", "--name-only"], root, shell).stdout.split())
+
+    defenses = yaml.safe_load((root / "params.yaml").read_text())["defense"]["run"]
+    attacks = {"train_attack", *(f"attack_defense@{name}" for name in defenses)}
+    new = [r for r in _runs(root) if r.info.run_id not in before]
+    summaries = {r.data.tags.get("dvc_experiment"): r for r in new if r.data.tags.get("summary") == "true"}
+    assert set(summaries) == set(gammas) and len(new) == len(gammas) * (len(attacks) + 1)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    for name, summary in summaries.items():
+        assert summary.info.status == "FINISHED"
+        assert float(summary.data.params["attack.rmia.gamma"]) == gammas[name]
+        assert "report.html" in {a.path for a in client.list_artifacts(summary.info.run_id)}
+        children = {r.data.tags["stage"] for r in new if r.data.tags.get("mlflow.parentRunId") == summary.info.run_id}
+        assert children == attacks
+        assert _ran_stages(_run(["dvc", "queue", "logs", name], root, shell).stdout) == attacks | {"report"}

@@ -3,6 +3,7 @@
 Modules, one job each: `spec` (architecture, recipe, trained result,
 weight layout and init), `forward` (the batched forward pass and loss),
 `optimizer` (fused Adam), `callbacks` (host-side hooks between epochs),
+`clones` (a user's own architecture, trained one by one), `progress`,
 `trainer` (the Trainer, input checks, the epoch loop `fit`,
 `train_stack`), `inference` (logits and evaluation), `export` (Keras
 models). Defenses that train differently (DP-SGD, adversarial
@@ -11,6 +12,7 @@ another module uses is imported here.
 """
 
 from pipeline.stack.callbacks import PerModelEarlyStopping, StackCallback
+from pipeline.stack.clones import keras_spec, output_activation, released_logits
 from pipeline.stack.export import keras_logits, keras_model, to_keras
 from pipeline.stack.forward import Layer, forward, forward_layers, l2_term, per_example_loss
 from pipeline.stack.inference import evaluate, stack_logits
@@ -22,6 +24,7 @@ from pipeline.stack.spec import (
     glorot_limit,
     init_weights,
     is_kernel,
+    require_batched,
     validate,
     weight_shapes,
 )

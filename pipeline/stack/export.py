@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.stack.clones import clone_network
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack
 from pipeline.tf_runtime import keras
 
@@ -42,10 +43,13 @@ def keras_model(architecture: Architecture, recipe: Recipe) -> keras.Sequential:
 def to_keras(stack: TrainedStack, k: int) -> keras.Model:
     """Model k of the stack as a plain keras.Sequential (see `keras_model`).
 
-    Predictions equal softmax(stack_logits(stack, x)[k]); the final Dense
+    A "keras" stack's member is the user's architecture (`clones`).
+    Otherwise predictions equal softmax(stack_logits(stack, x)[k]); the final Dense
     has no activation, so `keras_logits` reads pre-softmax outputs back,
     also from a saved .keras file.
     """
+    if stack.architecture.kind == "keras":
+        return clone_network(stack, k)
     if not 0 <= k < stack.n_models:
         raise PipelineError(f"model index {k} out of range for a stack of {stack.n_models}")
     model = keras_model(stack.architecture, stack.recipe)

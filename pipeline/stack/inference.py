@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.stack.clones import clone_logits
 from pipeline.stack.forward import forward, l2_term, per_example_loss
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack, weight_shapes
 from pipeline.tf_runtime import tf
@@ -80,7 +81,8 @@ def _own_logits(
 def stack_logits(stack: TrainedStack, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Pre-softmax outputs (K, N, C) float32 of every model on shared points x.
 
-    Inference mode (no dropout); computed in batches of `batch_size` points.
+    Inference mode (no dropout); computed in batches of `batch_size` points
+    (a "keras" stack: each member's released logits, see `clones`).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[1:] != tuple(stack.architecture.input_shape):
@@ -90,6 +92,8 @@ def stack_logits(stack: TrainedStack, x: np.ndarray, batch_size: int = 1024) -> 
         )
     if batch_size < 1:
         raise PipelineError(f"batch_size must be >= 1, got {batch_size}")
+    if stack.architecture.kind == "keras":
+        return clone_logits(stack, x)
     return _shared_logits(stack.architecture, list(stack.weights), x, batch_size).numpy()
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Recipe",
     "TrainedStack",
     "validate",
+    "require_batched",
     "weight_shapes",
     "glorot_limit",
     "init_weights",
@@ -35,13 +36,16 @@ class Architecture:
     mlp: Flatten -> Dense(hidden, relu) -> [Dropout] -> Dense(C).
     cnn: per filter count, Conv2D(f, 3x3, same, relu) + MaxPool 2x2, then
     Flatten -> Dense(hidden, relu) -> [Dropout] -> Dense(C).
+    keras: a user's own model (`keras_spec`, see `clones`), trained one by
+    one with Keras `fit`, since the batched forward pass does not cover it.
     """
 
-    kind: Literal["mlp", "cnn"]
+    kind: Literal["mlp", "cnn", "keras"]
     input_shape: tuple[int, ...]
     n_classes: int
     hidden_units: int = 128
     conv_filters: tuple[int, ...] = (16, 32)
+    keras_spec: str = ""  # kind "keras": the model's config and compile config as JSON
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,10 @@ class TrainedStack:
 
 def validate(architecture: Architecture, recipe: Recipe) -> None:
     """Raise a PipelineError naming the first field no stack can train with."""
-    if architecture.kind not in ("mlp", "cnn"):
-        raise PipelineError(f"architecture.kind must be 'mlp' or 'cnn', got {architecture.kind!r}")
+    if architecture.kind not in ("mlp", "cnn", "keras"):
+        raise PipelineError(f"architecture.kind must be 'mlp', 'cnn' or 'keras', got {architecture.kind!r}")
+    if architecture.kind == "keras" and (recipe.dropout or recipe.l2 or recipe.label_smoothing):
+        require_batched(architecture, "a defense that changes the training recipe (dropout, l2, label_smoothing)")
     if architecture.n_classes < 2:
         raise PipelineError(f"architecture.n_classes must be >= 2, got {architecture.n_classes}")
     if architecture.kind == "cnn" and len(architecture.input_shape) != 3:
@@ -104,6 +110,16 @@ def validate(architecture: Architecture, recipe: Recipe) -> None:
         raise PipelineError(
             f"recipe.l2 must be >= 0 and label_smoothing in [0, 1], got "
             f"l2={recipe.l2}, label_smoothing={recipe.label_smoothing}"
+        )
+
+
+def require_batched(architecture: Architecture, what: str) -> None:
+    """Refuse `what`, which needs the batched forward pass, for a user's own architecture (kind "keras")."""
+    if architecture.kind == "keras":
+        raise PipelineError(
+            f"defenses.<name>: {what} needs the project's batched trainer, which cannot rebuild "
+            "target.model's architecture (it covers the MLP and CNN described in the README); with this model, "
+            "list only output defenses (memguard, top_k, rounding, label_only) and ensemble in defense.run"
         )
 
 

@@ -24,19 +24,18 @@ CNN ~30x slower, and refuses MaxPoolGrad under op determinism.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
-
 from pipeline.errors import PipelineError
 from pipeline.stack.callbacks import StackCallback
 from pipeline.stack.forward import forward, l2_term, per_example_loss
 from pipeline.stack.inference import evaluate
 from pipeline.stack.optimizer import FusedAdam
-from pipeline.stack.spec import Architecture, Recipe, TrainedStack, init_weights, validate
+from pipeline.stack.progress import progress_bar
+from pipeline.stack.clones import train_clones
+from pipeline.stack.spec import Architecture, Recipe, TrainedStack, init_weights, require_batched, validate
 from pipeline.tf_runtime import tf
 
 __all__ = [
@@ -107,6 +106,7 @@ class Trainer:
         targets: np.ndarray | None = None,
         loss_fn: LossFn | None = None,
     ) -> None:
+        require_batched(arch, "this defense")
         self.arch, self.recipe = arch, recipe
         self.vars = [tf.Variable(w) for w in init]
         self.optimizer = FusedAdam(self.vars, recipe.learning_rate)
@@ -333,6 +333,10 @@ def train_stack(
     holdout_idx = _checked_holdout(holdout, keep)
     targets = _checked_targets(soft_targets, keep, architecture.n_classes)
 
+    if architecture.kind == "keras":
+        if soft_targets is not None or loss_fn is not None or holdout is not None or callbacks:
+            require_batched(architecture, "a defense that changes the training loop")
+        return train_clones(architecture, recipe, x, y, members, seed, eval_data, progress)
     k, n = members.shape
     rng = np.random.default_rng(seed)
     init = init_weights(architecture, k, rng)
@@ -366,7 +370,7 @@ def fit(
     arch, recipe = trainer.arch, trainer.recipe
     hist: dict[str, list[np.ndarray]] = {}
     y_host = trainer.y.numpy() if holdout is not None else None
-    bar = _progress_bar(progress, recipe.epochs)
+    bar = progress_bar(progress, recipe.epochs)
     for epoch in range(recipe.epochs):
         inputs = trainer.epoch_inputs(members, rng)
         seed = np.int32(rng.integers(0, 2**31 - 1))
@@ -403,10 +407,3 @@ def fit(
         weights=tuple(weights),
         history={key: np.stack(val, axis=1).astype(np.float32) for key, val in hist.items()},
     )
-
-
-def _progress_bar(label: str | None, total: int) -> tqdm | None:
-    """A tqdm bar over epochs on stderr; none without a label or when stderr is not a terminal."""
-    if label is None or not sys.stderr.isatty():
-        return None
-    return tqdm(total=total, desc=label, unit="epoch", file=sys.stderr, dynamic_ncols=True)

@@ -33,6 +33,7 @@ TARGET = ROOT / "data" / "target"
 SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
 REFERENCE = ROOT / "data" / "reference" / "signals.npz"
 DEFENSES = ROOT / "data" / "defenses"
+AUDITED_MODEL = PREPARED / "model.keras"  # target.model, copied by prepare so every stage reads one file
 OUTPUTS_FILE = "outputs.npz"  # a trained target's candidate index (N,), logits (N, C) and robustness (S, 1, N)
 ATTACK_DATASET_FILE = "attack_dataset.npz"
 SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool", "defender_reference")
@@ -169,8 +170,8 @@ def log_split_inputs(run_log: object, dataset: Dataset, splits: Splits, roles: t
 
 
 def history_rows(history: dict[str, np.ndarray]) -> list[dict[str, float]]:
-    """Per-epoch learning curves of one model as rows for a DVC plot."""
-    epochs = len(next(iter(history.values())))
+    """Per-epoch learning curves of one model as rows for a DVC plot (none for a model given as a file)."""
+    epochs = len(next(iter(history.values()))) if history else 0
     return [{"epoch": e + 1, **{k: float(v[e]) for k, v in history.items()}} for e in range(epochs)]
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.attacker import ModelSet, robustness_signal, train_reference, train_shadows
+from pipeline.attacker import ModelSet, train_reference, train_shadows
 from pipeline.defenses.registry import trainer_for
 from pipeline.errors import PipelineError
 from pipeline.io import write_npz
-from pipeline.models import architecture_for, recipe_for, train_target
+from pipeline.models import train_target
 from pipeline.seeding import derive_seed
 from pipeline.signals import attack_input_to_arrays, target_signals
 from pipeline.stages.common import (
@@ -33,21 +33,22 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.stages.trained_models import log_model, query_target, save_target
+from pipeline.stages.trained_models import log_model, query_target, save_target, target_design
 from pipeline.types import AttackInput
 
 
 def params_for(name: str) -> tuple[str, ...]:
     """The params stage defend@<name> reads."""
-    return ("seed", "target", "shadows", "reference", "defense.adaptive", f"defenses.{name}", "mlflow.experiment")
+    return (
+        "seed", "target", "shadows", "reference", "compute", "defense.adaptive", f"defenses.{name}", "mlflow.experiment",
+    )  # fmt: skip
 
 
 def run(params: ScopedParams, name: str) -> None:
     train = trainer_for(params.defenses[name])
     with tracked(f"defend@{name}", params, run_file=RUNS / f"defend-{name}.json") as run_log:
         dataset, splits = load_prepared()
-        architecture = architecture_for(dataset, params.target)
-        recipe = recipe_for(params.target)
+        architecture, recipe = target_design(dataset, params.target)
         out = DEFENSES / name
         try:
             target = train_target(
@@ -57,12 +58,15 @@ def run(params: ScopedParams, name: str) -> None:
             raise PipelineError(str(error).replace("defenses.<name>", f"defenses.{name}")) from None
         save_target(out, target, run_log, METRICS / "defenses" / name / "utility.json", PLOTS / "training" / f"{name}.json")
         log_model(run_log, target, dataset, splits)
+        compute = params.compute  # where the adaptive attacker's models train
         if params.defense.adaptive:
             log_split_inputs(run_log, dataset, splits, ("shadow_pool", "candidates"))
-            shadows = ModelSet(architecture, recipe, train, params.shadows.n_models, params.seed, f"shadows-{name}")
+            shadows = ModelSet(architecture, recipe, train, params.shadows.n_models, params.seed, f"shadows-{name}", compute)
             shadow, shadow_on_candidates, trained = train_shadows(dataset, splits, shadows)
-            shadow_robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.seed)
-            references = ModelSet(architecture, recipe, train, params.reference.n_models, params.seed, f"reference-{name}")
+            shadow_robust = trained.robustness
+            references = ModelSet(
+                architecture, recipe, train, params.reference.n_models, params.seed, f"reference-{name}", compute
+            )
             reference = train_reference(dataset, splits, references)
         else:
             shadow, shadow_on_candidates, shadow_robust = load_shadows()

@@ -1,37 +1,58 @@
 """Stage `prepare`: load and check the dataset, write seeded disjoint splits.
 
 Tabular features are standardised here, after the split, with statistics
-of the shadow pool only (`data.standardized`).
+of the shadow pool only (`data.standardized`). With `target.model` the
+data stay as the model reads them, the members are the rows that trained
+it, and the model file is checked against the data and copied into
+data/prepared, so later stages depend on it through that folder.
 """
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+
 import numpy as np
 
-from pipeline.data import load_dataset, make_splits, standardized
+from pipeline.data import load_dataset, make_splits, raw_file, standardized, validate_dataset
 from pipeline.io import atomic_path, write_json
 from pipeline.seeding import rng_for
-from pipeline.stages.common import METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, log_split_inputs, main, tracked
+from pipeline.stages.common import AUDITED_MODEL, METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, log_split_inputs, main, tracked
 
-PARAMS = ("seed", "data", "mlflow.experiment")
+PARAMS = ("seed", "data", "target.model", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:
     with tracked("prepare", params) as run_log:
         dataset = load_dataset(params.data, ROOT)
-        splits = make_splits(len(dataset.y), params.data, rng_for(params.seed, "splits"))
-        dataset = standardized(dataset, splits.shadow_pool)
+        audited = params.target.model
+        copies = None
+        if audited is not None:  # TensorFlow is imported only to check a given model against its data
+            from pipeline.user_model import check_fits, describe, load_model_file
+
+            model_file = raw_file(audited, "target.model", ROOT)
+            model = load_model_file(model_file, audited)
+            dataset = replace(dataset, n_classes=check_fits(model, dataset, audited))
+            validate_dataset(dataset, params.data)
+            copies = describe(model, dataset.n_classes)
+        splits = make_splits(len(dataset.y), params.data, rng_for(params.seed, "splits"), dataset.trained)
+        if audited is None:  # a given model reads the features as it was trained on them
+            dataset = standardized(dataset, splits.shadow_pool)
         summary = {
             "n_samples": int(len(dataset.y)),
             "n_classes": dataset.n_classes,
             "n_features": int(np.prod(dataset.x.shape[1:])),
             **{f"n_{role}": int(len(getattr(splits, role))) for role in SPLIT_ROLES},
-            "standardized_on": "shadow_pool" if dataset.x.ndim == 2 else None,
+            "standardized_on": "shadow_pool" if dataset.x.ndim == 2 and audited is None else None,
         }
+        if audited is not None:
+            summary.update({"audited_model": audited, "attacker_models_train": copies})
         with atomic_path(PREPARED) as out:
             out.mkdir()
             np.savez(out / "dataset.npz", x=dataset.x, y=dataset.y, n_classes=dataset.n_classes, name=dataset.name)
             np.savez(out / "splits.npz", **{role: getattr(splits, role) for role in SPLIT_ROLES})
+            if audited is not None:
+                shutil.copyfile(model_file, out / AUDITED_MODEL.name)
         write_json(METRICS / "prepare.json", summary)
         run_log.log_metrics({key: value for key, value in summary.items() if isinstance(value, int)})
         run_log.log_dataset(dataset.x, dataset.y, dataset.name, params.data.path or params.data.dataset, "source")

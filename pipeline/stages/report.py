@@ -118,6 +118,8 @@ def run(params: ScopedParams) -> None:
             "tune_for": params.attack.tune_for,
             "preprocessing": PREPROCESSING[sizes.get("standardized_on")],
             "exposed_by": exposed_by,
+            "audited_model": sizes.get("audited_model"),
+            "attacker_models_train": sizes.get("attacker_models_train"),
         }
         exposed = _most_exposed(exposed_by) if exposed_by in params.attack.enabled else []
         seed_comparison = read_json(METRICS / "seed_comparison.json")

@@ -13,13 +13,13 @@ from pipeline.signals import shadow_accuracy
 from pipeline.stages.common import REFERENCE, ScopedParams, load_prepared, log_split_inputs, main, save_signals, tracked
 from pipeline.stages.trained_models import undefended_models
 
-PARAMS = ("seed", "target", "reference", "mlflow.experiment")
+PARAMS = ("seed", "target", "reference", "compute", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:
     with tracked("train_reference", params) as run_log:
         dataset, splits = load_prepared()
-        models = undefended_models(dataset, params.target, params.reference.n_models, params.seed, "reference")
+        models = undefended_models(dataset, params.target, params.reference.n_models, params.seed, "reference", params.compute)
         signals = train_reference(dataset, splits, models)
         save_signals(REFERENCE, signals)
         log_split_inputs(run_log, dataset, splits, ("candidates", "shadow_pool"))  # trained on / defender data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.attacker import robustness_signal, train_shadows
+from pipeline.attacker import train_shadows
 from pipeline.io import write_json
 from pipeline.signals import shadow_accuracy
 from pipeline.stages.common import (
@@ -17,16 +17,15 @@ from pipeline.stages.common import (
 )
 from pipeline.stages.trained_models import undefended_models
 
-PARAMS = ("seed", "target", "shadows", "mlflow.experiment")
+PARAMS = ("seed", "target", "shadows", "compute", "mlflow.experiment")
 
 
 def run(params: ScopedParams) -> None:
     with tracked("train_shadows", params) as run_log:
         dataset, splits = load_prepared()
-        models = undefended_models(dataset, params.target, params.shadows.n_models, params.seed, "shadows")
+        models = undefended_models(dataset, params.target, params.shadows.n_models, params.seed, "shadows", params.compute)
         signals, candidate_logits, trained = train_shadows(dataset, splits, models)
-        robust = robustness_signal(trained.observe, dataset, splits.shadow_pool, params.seed)
-        save_signals(SHADOWS, signals, candidate_logits=candidate_logits, robustness=robust)
+        save_signals(SHADOWS, signals, candidate_logits=candidate_logits, robustness=trained.robustness)
         log_split_inputs(run_log, dataset, splits, ("shadow_pool", "candidates"))  # trained on / queried on
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         write_json(METRICS / "shadows.json", metrics)

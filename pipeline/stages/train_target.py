@@ -1,12 +1,12 @@
-"""Stage `train_target`: train the undefended target on the members, save it and its outputs."""
+"""Stage `train_target`: train the undefended target on the members (or take the user's `target.model`), save it and its outputs."""
 
 from __future__ import annotations
 
 from pipeline.defenses.base import train_undefended
-from pipeline.models import architecture_for, recipe_for, train_target
+from pipeline.models import audited_target, train_target
 from pipeline.seeding import derive_seed
 from pipeline.stages.common import METRICS, PLOTS, TARGET, ScopedParams, load_prepared, main, tracked
-from pipeline.stages.trained_models import log_model, save_target, save_target_outputs
+from pipeline.stages.trained_models import audited_model, log_model, save_target, save_target_outputs, target_design
 
 PARAMS = ("seed", "target", "mlflow.experiment")
 
@@ -14,15 +14,17 @@ PARAMS = ("seed", "target", "mlflow.experiment")
 def run(params: ScopedParams) -> None:
     with tracked("train_target", params) as run_log:
         dataset, splits = load_prepared()
-        target = train_target(
-            dataset,
-            splits,
-            architecture_for(dataset, params.target),
-            recipe_for(params.target),
-            train=train_undefended,
-            seed=derive_seed(params.seed, "target"),
-            label="target",
-        )
+        if params.target.model is not None:  # the user's model is the target, exactly as given
+            target = audited_target(audited_model(params.target), dataset, splits)
+        else:
+            target = train_target(
+                dataset,
+                splits,
+                *target_design(dataset, params.target),
+                train=train_undefended,
+                seed=derive_seed(params.seed, "target"),
+                label="target",
+            )
         save_target(TARGET, target, run_log, METRICS / "target.json", PLOTS / "training" / "target.json")
         save_target_outputs(TARGET, target, dataset, splits, params.seed)
         log_model(run_log, target, dataset, splits)

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.attacker import ModelSet, robustness_signal
-from pipeline.config import ModelParams
+from pipeline.config import ComputeParams, ModelParams
 from pipeline.defenses.base import train_undefended
 from pipeline.io import atomic_path, write_json, write_npz
 from pipeline.models import TrainedTarget, architecture_for, recipe_for
-from pipeline.stages.common import OUTPUTS_FILE, history_rows, log_split_inputs
+from pipeline.stack import Architecture, Recipe
+from pipeline.stages.common import AUDITED_MODEL, OUTPUTS_FILE, history_rows, log_split_inputs
 from pipeline.tf_runtime import keras, tf
 from pipeline.types import Dataset, Splits
+from pipeline.user_model import design, load_model_file
 
 
 def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:
@@ -53,6 +55,20 @@ def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: 
     log_split_inputs(run_log, dataset, splits, TARGET_ROLES)
 
 
-def undefended_models(dataset: Dataset, target: ModelParams, n_models: int, seed: int, tag: str) -> ModelSet:
-    """K attacker models with the target's architecture and recipe, trained without a defense."""
-    return ModelSet(architecture_for(dataset, target), recipe_for(target), train_undefended, n_models, seed, tag)
+def audited_model(target: ModelParams) -> keras.Model:
+    """The user's model (target.model) as prepare copied it."""
+    return load_model_file(AUDITED_MODEL, target.model)
+
+
+def target_design(dataset: Dataset, target: ModelParams) -> tuple[Architecture, Recipe]:
+    """The target's architecture and training recipe: from params, or copied from the audited model."""
+    if target.model is None:
+        return architecture_for(dataset, target), recipe_for(target)
+    return design(audited_model(target), dataset, target)
+
+
+def undefended_models(
+    dataset: Dataset, target: ModelParams, n_models: int, seed: int, tag: str, compute: ComputeParams
+) -> ModelSet:
+    """K attacker models with the target's architecture and recipe, trained without a defense, where `compute` says."""
+    return ModelSet(*target_design(dataset, target), train_undefended, n_models, seed, tag, compute)
