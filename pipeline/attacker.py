@@ -96,12 +96,23 @@ def train_shard(data: ShardData, spec: ShardSpec) -> TrainedOutputs:
 
 
 def _joined(parts: list[TrainedOutputs]) -> TrainedOutputs:
-    """Shards' outputs side by side along the model axis, as one set's."""
+    """Shards' outputs side by side along the model axis, as one set's.
+
+    Curves of shards that stopped early (per-model early stopping) are
+    padded with NaN to the longest; the trainers' numbers are averaged
+    over the models.
+    """
+    epochs = max((v.shape[1] for p in parts for v in p.history.values()), default=0)
+
+    def padded(curve: np.ndarray) -> np.ndarray:
+        return np.pad(curve.astype(np.float32), ((0, 0), (0, epochs - curve.shape[1])), constant_values=np.nan)
+
+    sizes = np.array([next(iter(p.logits.values())).shape[0] for p in parts], dtype=float)
     return TrainedOutputs(
         logits={name: np.concatenate([p.logits[name] for p in parts]) for name in parts[0].logits},
         robustness=None if parts[0].robustness is None else np.concatenate([p.robustness for p in parts], axis=1),
-        history={key: np.concatenate([p.history[key] for p in parts]) for key in parts[0].history},
-        info=parts[0].info,
+        history={key: np.concatenate([padded(p.history[key]) for p in parts]) for key in parts[0].history},
+        info={key: float(np.average([p.info[key] for p in parts], weights=sizes)) for key in parts[0].info},
     )
 
 

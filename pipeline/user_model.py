@@ -62,8 +62,19 @@ def output_classes(model: keras.Model, shown: str) -> int:
     shape = tuple(model.outputs[0].shape[1:])
     if len(shape) != 1 or not shape[0]:
         raise PipelineError(f"target.model: {shown} outputs shape {shape}; the audit needs one score per class (C,)")
-    if shape[0] == 1 and output_activation(model) not in ("sigmoid", "linear"):
-        raise PipelineError(f"target.model: {shown} has one output unit; a binary classifier's must be sigmoid or linear")
+    activation = output_activation(model)
+    if activation not in ("softmax", "sigmoid", "linear"):
+        raise PipelineError(
+            f"target.model: {shown} ends in a {activation!r} activation; the audit reads class probabilities "
+            "(softmax, or sigmoid for one unit) or logits (linear)"
+        )
+    if shape[0] == 1 and activation == "softmax":
+        raise PipelineError(f"target.model: {shown} has one softmax unit; a binary classifier's must be sigmoid or linear")
+    if shape[0] > 1 and activation == "sigmoid":
+        raise PipelineError(
+            f"target.model: {shown} has {shape[0]} sigmoid units (multi-label); the audit needs one class per "
+            "record: softmax over the classes, or one sigmoid unit for two"
+        )
     return max(int(shape[0]), 2)
 
 
@@ -217,6 +228,8 @@ def _cross_entropy(compile_config: dict) -> tuple[bool, float] | None:
     config = loss.get("config", {})
     if config.get("ignore_class") is not None or config.get("axis", -1) != -1:
         return None
+    if config.get("reduction", "sum_over_batch_size") != "sum_over_batch_size":
+        return None  # the stack averages each batch's loss, as Keras's default reduction
     return bool(config.get("from_logits", False)), float(config.get("label_smoothing", 0.0))
 
 
@@ -224,7 +237,7 @@ def batched_design(model: keras.Model, n_classes: int) -> tuple[Architecture, di
     """The stack architecture and recipe fields that train exactly like the model, or None if there are none."""
     compile_config = model.get_compile_config() or {}
     layers, rate, loss = _batched_layers(model, n_classes), _adam_rate(compile_config), _cross_entropy(compile_config)
-    if layers is None or rate is None or loss is None:
+    if layers is None or rate is None or loss is None or compile_config.get("loss_weights") not in (None, [1.0], 1.0):
         return None
     kind, filters, hidden, dropout, l2, activation = layers
     from_logits, smoothing = loss

@@ -66,7 +66,8 @@ def test_a_cnn_of_the_stacks_shape_is_recognised() -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["two hidden layers", "sgd", "tanh", "logits read as probabilities", "he init", "adam with clipnorm", "mse"],
+    ["two hidden layers", "sgd", "tanh", "logits read as probabilities", "he init", "adam with clipnorm", "mse",
+     "summed loss", "weighted loss"],
 )
 def test_other_models_train_one_by_one(case: str) -> None:
     hidden = keras.layers.Dense(16, activation="relu")
@@ -86,7 +87,11 @@ def test_other_models_train_one_by_one(case: str) -> None:
         optimizer = keras.optimizers.Adam(0.001, clipnorm=1.0)
     elif case == "mse":
         loss = "mse"
+    elif case == "summed loss":
+        loss = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
     model = _mlp(*layers, optimizer=optimizer, loss=loss)
+    if case == "weighted loss":
+        model.compile(optimizer=keras.optimizers.Adam(0.005), loss=loss, loss_weights=[2.0])
     assert batched_design(model, C) is None
     architecture, _ = design(model, _dataset(*_data()), ModelParams())
     assert architecture.kind == "keras"
@@ -97,7 +102,11 @@ def test_released_logits_turn_back_into_the_models_probabilities() -> None:
     inside = _mlp(keras.layers.Dense(8, activation="relu"), keras.layers.Dense(C, activation="softmax"))
     logits = released_logits(inside, x)
     probs = np.asarray(inside(x, training=False))
-    np.testing.assert_allclose(np.exp(logits), probs, rtol=1e-6)  # log-probabilities
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(softmax / softmax.sum(1, keepdims=True), probs, rtol=1e-5, atol=1e-7)
+    hidden = np.asarray(keras.Model(inside.inputs[0], inside.layers[-1].input)(x))
+    kernel, bias = inside.layers[-1].get_weights()
+    np.testing.assert_allclose(logits, hidden @ kernel + bias, rtol=1e-5, atol=1e-5)  # the Dense's pre-activation
     peeled = _mlp(keras.layers.Dense(8, activation="relu"), keras.layers.Dense(C, name="z"), keras.layers.Softmax())
     pre = np.asarray(keras.Model(peeled.inputs[0], peeled.get_layer("z").output)(x))
     np.testing.assert_array_equal(released_logits(peeled, x), pre)  # a separate softmax is peeled off exactly
@@ -139,6 +148,26 @@ def test_clones_train_exactly_like_a_fresh_keras_model_each() -> None:
     again = train_stack(architecture, recipe, x, y, keep, seed=5)
     assert all(np.array_equal(a, b) for a, b in zip(stack.weights, again.weights))  # same seed, same weights
     np.testing.assert_allclose(stack_logits(stack, x)[1], released_logits(to_keras(stack, 1), x), rtol=1e-6)
+
+
+def test_clones_with_dropout_reproduce_from_the_seed() -> None:
+    """Dropout's random stream restarts from each clone's seed, so the same seed gives the same weights."""
+    x, y = _data(60)
+    model = _mlp(keras.layers.Dense(8, activation="tanh"), keras.layers.Dropout(0.5), keras.layers.Dense(C, activation="softmax"))
+    architecture, _ = design(model, _dataset(x, y), ModelParams())
+    keep = np.zeros((2, 60), bool)
+    keep[0, :30], keep[1, 30:] = True, True
+    recipe = Recipe(epochs=2, batch_size=10, learning_rate=0.005)
+    first, second = (train_stack(architecture, recipe, x, y, keep, seed=9) for _ in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(first.weights, second.weights))
+
+
+def test_multi_label_and_other_output_activations_are_refused() -> None:
+    x, y = _data(20)
+    for last, message in [(keras.layers.Dense(C, activation="sigmoid"), "3 sigmoid units"),
+                          (keras.layers.Dense(C, activation="relu"), "ends in a 'relu' activation")]:  # fmt: skip
+        with pytest.raises(PipelineError, match=message):
+            check_fits(_mlp(keras.layers.Dense(4, activation="relu"), last), _dataset(x, y), "m.keras")
 
 
 def _keras_job(k: int = 2) -> TrainingJob:

@@ -10,11 +10,12 @@ weights are stacked like any stack's, so inference, export and the
 attacks read it through the same `TrainedStack`.
 
 Released outputs become logits the same way for the user's model and its
-clones (`released_logits`): a separate final softmax or sigmoid layer is
-peeled off (exact pre-activation logits); an activation inside the last
-layer gives log-probabilities (zeros floored at 1e-12, which softmax
-turns back into the probabilities); one sigmoid or linear unit is the
-second of two classes.
+clones (`released_logits`): a final softmax or sigmoid is peeled off,
+whether a layer of its own or the last Dense layer's activation (its
+pre-activation is computed from its weights), so the logits are exact;
+an activation inside another kind of last layer gives log-probabilities
+(zeros floored at 1e-12, which softmax turns back into the
+probabilities); one sigmoid or linear unit is the second of two classes.
 """
 
 from __future__ import annotations
@@ -72,11 +73,16 @@ def released_logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
             "(softmax, or sigmoid for one unit) or logits (linear)"
         )
     x = np.asarray(x, np.float32)
-    peel = activation != "linear" and _separate_activation(model)
-    source = keras.Model(model.inputs[0], model.layers[-1].input) if peel else model
+    last = model.layers[-1]
+    dense = activation != "linear" and isinstance(last, keras.layers.Dense)
+    peel = activation != "linear" and (_separate_activation(model) or dense)
+    source = keras.Model(model.inputs[0], last.input) if peel else model
     # direct calls in inference mode: `predict` costs ~0.1 s of set-up per call, and the attacks query often
     chunks = [np.asarray(source(x[i : i + _PREDICT_BATCH], training=False)) for i in range(0, len(x), _PREDICT_BATCH)]
     out = np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, *source.outputs[0].shape[1:]))
+    if dense:  # the last Dense's own pre-activation: exact logits, as the batched copies release
+        weights = [np.asarray(w, np.float64) for w in last.get_weights()]
+        out = out @ weights[0] + (weights[1] if last.use_bias else 0.0)
     if peel or activation == "linear":
         logits = out
     elif activation == "softmax":
@@ -88,18 +94,28 @@ def released_logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return logits.astype(np.float32)
 
 
+def _seed_generators(model: keras.Layer) -> list:
+    """The random-stream state holders of every layer (Dropout's masks, say), in layer order, nested models included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            found.append(generator)
+        found += _seed_generators(layer)
+    return found
+
+
 def _loss_targets(spec: dict, y: np.ndarray, n_classes: int, n_outputs: int) -> np.ndarray:
-    """Labels in the form the compiled loss expects: class indices, one-hot rows or a 0/1 column."""
+    """Labels in the form the compiled loss expects: class indices (sparse losses), else one-hot rows or a 0/1 column."""
     loss = spec["compile"].get("loss")
-    name = loss if isinstance(loss, str) else (loss or {}).get("class_name", "")
-    name = str(name).lower().replace("_", "")
+    if isinstance(loss, dict):
+        loss = loss.get("config", {}).get("name") if loss.get("class_name") == "function" else loss.get("class_name")
+    name = str(loss or "").lower().replace("_", "")
     if "sparse" in name:
         return y.astype(np.int32)
     if n_outputs == 1:
         return y.astype(np.float32)[:, None]
-    if "categorical" in name or "binary" in name:
-        return np.eye(n_classes, dtype=np.float32)[y]
-    return y.astype(np.int32)
+    return np.eye(n_classes, dtype=np.float32)[y]
 
 
 def train_clones(
@@ -139,7 +155,10 @@ def train_clones(
     for k, rows in enumerate(members):
         clone_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0] & 0x7FFFFFFF)
         keras.utils.set_random_seed(clone_seed)
-        model.set_weights(_rebuilt(architecture, compiled=False).get_weights())  # a fresh clone's own initialisation
+        fresh = _rebuilt(architecture, compiled=False)  # built after the seed: its weights and random streams
+        model.set_weights(fresh.get_weights())
+        for mine, theirs in zip(_seed_generators(model), _seed_generators(fresh)):
+            mine.state.assign(theirs.state)  # dropout masks and other layer randomness restart from the seed too
         for variable, value in zip(model.optimizer.variables, fresh_optimizer):
             variable.assign(value)  # the optimizer's moments and step count start from zero, as for a new model
         rng = np.random.default_rng(clone_seed)
