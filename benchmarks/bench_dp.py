@@ -33,7 +33,7 @@ from pipeline.defenses import dp_sgd  # noqa: E402
 from pipeline.defenses.base import TrainingJob  # noqa: E402
 from pipeline.tf_runtime import tf  # noqa: E402
 
-SETTINGS = [("mlp", 1), ("mlp", 16), ("mlp", 64), ("cnn", 1), ("cnn", 16)]
+SETTINGS = [("mlp", 1), ("mlp", 16), ("mlp", 64), ("cnn", 1), ("cnn", 16), ("cnn", 64)]
 N_PER_MODEL, BATCH, LR = 350, 32, 1e-3
 
 

@@ -375,6 +375,34 @@ DEFENSE_TYPES = tuple(
 )
 
 
+class CanaryParams(_Strict):
+    """The one-run canary audit (Steinke, Nasr and Jagielski 2023) of the undefended target and `defenses`.
+
+    `n` canaries of `kind` (and, for DP-SGD, `n` gradient canaries), each
+    in the canary run's training on its own fair coin; the bound is
+    computed for each k of `guesses` (the k/2 highest scores guessed in,
+    the k/2 lowest out) at `delta`.
+    """
+
+    n: StrictInt = Field(1000, ge=2)
+    kind: Literal["ood", "mislabeled"] = "ood"
+    guesses: tuple[StrictInt, ...] = (20, 50, 100, 200, 500, 1000)
+    delta: StrictFloat = Field(1e-5, gt=0, lt=1)
+    defenses: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _guesses_fit(self) -> "CanaryParams":
+        bad = [k for k in self.guesses if not 1 <= k <= self.n]
+        if not self.guesses or bad or len(set(self.guesses)) != len(self.guesses):
+            raise ValueError(
+                f"canaries.guesses: give distinct guess counts between 1 and canaries.n = {self.n} "
+                f"(got {list(self.guesses)})"
+            )
+        if len(set(self.defenses)) != len(self.defenses):
+            raise ValueError(f"canaries.defenses: each defense may be listed once (got {list(self.defenses)})")
+        return self
+
+
 class Params(_Strict):
     seed: StrictInt = Field(42, ge=0)
     mlflow: MlflowParams = MlflowParams()
@@ -386,6 +414,7 @@ class Params(_Strict):
     attack: AttackParams = AttackParams()
     defense: DefenseSettings = DefenseSettings()
     defenses: dict[str, Defense] = Field(default_factory=dict)
+    canaries: CanaryParams = CanaryParams()
 
     @model_validator(mode="after")
     def _runs_configured_defenses(self) -> "Params":
@@ -394,6 +423,12 @@ class Params(_Strict):
             raise ValueError(
                 f"defense.run: {missing[0]!r} is not configured under defenses "
                 f"(configured: {', '.join(self.defenses) or 'none'})"
+            )
+        not_run = [name for name in self.canaries.defenses if name not in self.defense.run]
+        if not_run:
+            raise ValueError(
+                f"canaries.defenses: {not_run[0]!r} is not in defense.run ({', '.join(self.defense.run) or 'empty'}); "
+                "audit only defenses that run, or add it to defense.run"
             )
         return self
 

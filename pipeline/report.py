@@ -15,9 +15,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def build_table(utility: dict[str, dict], attacks: dict[str, dict], headlines: dict[str, dict]) -> dict[str, dict[str, Any]]:
-    """Rows keyed by target ("undefended" first, then each defense): utility, every attack, the headline."""
-    return {name: {**utility[name], "attacks": attacks[name], "headline": headlines[name]} for name in utility}
+def build_table(
+    utility: dict[str, dict], attacks: dict[str, dict], headlines: dict[str, dict], canaries: dict[str, dict] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Rows keyed by target ("undefended" first, then each defense): utility, every attack, the headline.
+
+    A target with a one-run canary audit (`canaries`, by target) carries
+    its summary as "canary_audit".
+    """
+    canaries = canaries or {}
+    return {
+        name: {**utility[name], "attacks": attacks[name], "headline": headlines[name]}
+        | ({"canary_audit": canaries[name]} if name in canaries else {})
+        for name in utility
+    }
 
 
 HEADLINE = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr")
@@ -38,6 +49,8 @@ def headline_metrics(table: dict[str, dict[str, Any]]) -> dict[str, float | None
         if "dp_epsilon" in row:
             out[f"{name}.dp_epsilon"] = row["dp_epsilon"]
             out[f"{name}.epsilon_lower_bound"] = head["epsilon_lb_95"]
+        if "canary_audit" in row:
+            out[f"{name}.canary_epsilon_lb"] = row["canary_audit"]["epsilon_lb"]
     return out
 
 
@@ -185,9 +198,14 @@ DETAIL = ("advantage", "balanced_accuracy", "tpr_at_0.1pct_fpr", "epsilon_lb", "
 
 
 def markdown(
-    table: dict[str, dict[str, Any]], context: dict[str, Any], exposed: list[dict], seed: dict[str, float] | None
+    table: dict[str, dict[str, Any]],
+    context: dict[str, Any],
+    exposed: list[dict],
+    seed: dict[str, float] | None,
+    canaries: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The report as Markdown: setup, threat model, summary, every attack, exposed points, figures."""
+    """The report as Markdown: setup, threat model, summary, every attack, DP and canary audits, exposed points, figures."""
+    canaries = canaries or {}
     n_attacks = len(next(iter(table.values()))["attacks"])
     lines = [
         "# Membership-inference audit",
@@ -244,6 +262,7 @@ def markdown(
         rows,
     )  # fmt: skip
     lines += dp_section(table)
+    lines += canary_section(canaries)
     if exposed:
         lines += [
             "",
@@ -269,6 +288,8 @@ def markdown(
         "![Privacy-utility trade-off](privacy_utility.png)",
         "",
     ]
+    if canaries:
+        lines += ["![One-run canary audit: the epsilon lower bound at every guess count](canary_audit.png)", ""]
     return "\n".join(lines)
 
 
@@ -287,9 +308,13 @@ def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
         violations = sum(v.get("dp_violations") or 0 for v in row["attacks"].values())
         if violations:
             broken.append(name)
+        canary = row.get("canary_audit")
+        if canary is not None and canary.get("exceeds_accounted"):
+            broken.append(name)
         rows.append([
             name, f"{row['dp_epsilon']:.3g}", f"{row['dp_delta']:.1e}", f"{row['dp_noise_multiplier']:.3g}",
             f"{row['dp_clip_norm']:.3g}", f"{row['dp_sampling_rate']:.3g}", str(int(row["dp_steps"])),
+            "not run" if canary is None else f"{canary['epsilon_lb']:.3g} ({canary['best_score'].replace('_', '-')})",
             f"{_cell(head['epsilon_lb_95'])} ({head['attack']})", _named(any_attack), str(violations),
         ])  # fmt: skip
     if not rows:
@@ -298,7 +323,9 @@ def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "## Differential privacy: accounted against empirical epsilon",
         "",
-        "The accountant's epsilon is an upper bound on what any attack can achieve. The empirical lower bounds "
+        "The accountant's epsilon is an upper bound on what any attack can achieve. The one-run canary audit's "
+        "bound (next section) comes from a separate training run under the same DP plan with 2 x canaries.n "
+        "canaries. The membership attacks' lower bounds "
         "hold at 95% and allow for the accounted delta (TPR <= e^eps FPR + delta): the headline attack's "
         "(chosen on shadow data, its threshold too), and the largest Bonferroni-corrected bound over all "
         "attacks. Far below the accounted epsilon is expected: "
@@ -311,13 +338,74 @@ def dp_section(table: dict[str, dict[str, Any]]) -> list[str]:
         "",
     ]
     if broken:
-        lines += [f"**WARNING: the DP guarantee is broken for {', '.join(broken)}. This means a bug "
+        lines += [f"**WARNING: the DP guarantee is broken for {', '.join(dict.fromkeys(broken))}. This means a bug "
                   "in the DP training or accounting; do not trust these epsilons.**", ""]
     return lines + _markdown_table(
         ["target", "accounted eps", "delta", "noise multiplier", "clip norm", "sampling rate", "steps",
-         "eps lower bd, headline (95%)", "eps lower bd, any attack (95%)", "violations"],
+         "eps lower bd, canary audit (95%)", "eps lower bd, headline attack (95%)", "eps lower bd, any attack (95%)",
+         "violations"],
         rows,
     )
+
+
+def canary_section(canaries: dict[str, dict[str, Any]]) -> list[str]:
+    """The one-run canary audits: every audited target's empirical epsilon, against its accountant's where DP."""
+    if not canaries:
+        return []
+    rows, refuted = [], []
+    for name, c in canaries.items():
+        if c.get("exceeds_accounted"):
+            refuted.append(name)
+        scores = [
+            f"{c[score]['epsilon_lb']:.3g} ({c[score]['correct']}/{c[score]['k']} right)" if score in c else "-"
+            for score in ("white_box", "black_box")
+        ]
+        accounted = "-" if "dp_epsilon" not in c else f"{c['dp_epsilon']:.3g}"
+        rows.append([name, f"**{c['epsilon_lb']:.3g}**", *scores, accounted, f"{c['test_accuracy']:.3f}"])
+    first = next(iter(canaries.values()))
+    m = next(first[score]["m"] for score in ("black_box", "white_box") if score in first)
+    lines = [
+        "",
+        "## One-run canary audit (Steinke, Nasr and Jagielski 2023)",
+        "",
+        f"Each audited target's training is run once more on its members plus {m} `{first['kind']}` canaries, "
+        "each included on its own fair coin (DP-SGD runs add as many gradient canaries, under the target's DP "
+        "plan). The auditor guesses the inclusion of the k/2 highest- and k/2 lowest-scoring canaries and "
+        "abstains on the rest; the number right gives a lower bound on epsilon that holds at "
+        f"{first['confidence']:.0%} over the coins, at delta {first['delta']:.0e}, corrected for every guess count "
+        "and score tried (the bound shown is the largest). Black-box: the released outputs' loss on each input "
+        "canary; white-box: the likelihood ratio of each gradient canary's inclusion, given the noisy gradient sum at its "
+        "coordinate in every step. "
+        "For a target without DP the bound is an effective epsilon: its training is not (eps, delta)-DP "
+        "for any smaller eps. It proves leakage, never its absence: a low bound may be a weak audit.",
+        "",
+    ]
+    if refuted:
+        lines += [f"**WARNING: the canary audit refutes the accounted epsilon of {', '.join(refuted)}. This means "
+                  "a bug in the DP training or accounting; do not trust these epsilons.**", ""]
+    return lines + _markdown_table(
+        ["target", "eps lower bd (95%)", "white-box", "black-box", "accounted eps", "canary run's test accuracy"], rows
+    )
+
+
+def canary_figure(canaries: dict[str, dict[str, Any]]) -> plt.Figure:
+    """The one-run bound against the number of guesses, per target and score; accounted epsilons dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (name, c) in enumerate(canaries.items()):
+        color = plt.cm.tab10(i % 10)
+        for score, style in (("white_box", "-"), ("black_box", ":")):
+            if score in c:
+                levels = c[score]["levels"]
+                ax.plot([lv["k"] for lv in levels], [lv["epsilon_lb"] for lv in levels], style, marker="o",
+                        color=color, label=f"{name}, {score.replace('_', '-')}")  # fmt: skip
+        if "dp_epsilon" in c:
+            ax.axhline(c["dp_epsilon"], color=color, linestyle="--", linewidth=0.9, label=f"{name}, accounted")
+    ax.set(xscale="log", xlabel="guesses k (the rest abstain)", ylabel="epsilon lower bound (95%)")
+    ax.set_title("One-run canary audit")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def highlighted_attacks(table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

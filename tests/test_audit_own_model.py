@@ -72,6 +72,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, np.nd
     params["shadows"]["n_models"], params["reference"]["n_models"] = 4, 4
     params["attack"]["shadow_classifier"]["epochs"] = 2
     params["defense"].update({"run": ["memguard"], "adaptive": False})
+    params["canaries"].update({"n": 100, "guesses": [20, 50, 100], "defenses": []})
     env = make_sandbox(root, yaml.safe_dump(params, sort_keys=False))
     (root / "data/raw").mkdir(parents=True, exist_ok=True)
     x, y, trained = _table(root)

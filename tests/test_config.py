@@ -96,6 +96,15 @@ def test_defense_run_must_name_configured_defenses() -> None:
     assert "defense.run" in message and "'nonexistent'" in message
 
 
+def test_canary_audits_name_defenses_that_run_and_fitting_guess_counts() -> None:
+    message = bad(lambda r: r["defense"].update(run=["dropout"]))  # dp_sgd is still audited
+    assert "canaries.defenses" in message and "'dp_sgd'" in message and "defense.run" in message
+    message = bad(lambda r: r["canaries"].update(n=500))  # a guess count of 1000 is left over
+    assert "canaries.guesses" in message and "500" in message
+    message = bad(lambda r: r["canaries"].update(kind="gradient"))
+    assert "canaries.kind" in message and "mislabeled" in message
+
+
 def test_every_configured_defense_type_has_an_implementation() -> None:
     from pipeline.config import DEFENSE_TYPES
     from pipeline.defenses.registry import REGISTRY

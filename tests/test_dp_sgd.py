@@ -184,6 +184,21 @@ def test_noise_has_standard_deviation_sigma_times_c():
     assert not np.allclose(noisy[0].numpy(), other[0].numpy())
 
 
+def test_the_noise_sampler_is_standard_normal_tails_included():
+    """Kolmogorov-Smirnov against N(0, 1), and the mass beyond 3 and 4 standard deviations."""
+    from scipy.stats import kstest, norm
+
+    z = D.stateless_normals(400_001, tf.constant([5, 6])).numpy().astype(np.float64)
+    assert z.shape == (400_001,) and np.all(np.isfinite(z))
+    assert kstest(z, "norm").pvalue > 1e-3
+    for cut in (3.0, 4.0):
+        expected = 2 * norm.sf(cut) * z.size
+        assert abs(np.sum(np.abs(z) > cut) - expected) < 5 * math.sqrt(expected)
+    half = z.size // 2  # the cosine and sine halves come from the same uniforms: independent normals
+    assert abs(np.corrcoef(z[:half], z[half : 2 * half])[0, 1]) < 0.01
+    assert abs(np.corrcoef(z[:half] ** 2, z[half : 2 * half] ** 2)[0, 1]) < 0.01
+
+
 # ---------------------------------------------------------------------------
 # Per-example gradients
 

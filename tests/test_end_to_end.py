@@ -93,6 +93,7 @@ def test_the_tiny_preset_runs_the_whole_pipeline_as_one_experiment(project: tupl
     defenses = params["defense"]["run"]
     expected = {"prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "report"}
     expected |= ATTACK_STAGES | {f"defend@{name}" for name in defenses}
+    expected |= {"audit_canaries"} | {f"audit_canaries_defense@{name}" for name in params["canaries"]["defenses"]}
     assert _ran_stages(result.stdout) == expected
 
     prepared = json.loads((root / "metrics/prepare.json").read_text())
@@ -119,10 +120,19 @@ def test_the_tiny_preset_runs_the_whole_pipeline_as_one_experiment(project: tupl
     dp_attacks = json.loads((root / "metrics/defenses/dp_sgd/attacks.json").read_text())
     assert all(v["dp_violations"] == 0 for v in dp_attacks.values())
     assert "accounted against empirical epsilon" in (root / "reports/report.md").read_text()
+    canary_dp = json.loads((root / "metrics/canaries/dp_sgd.json").read_text())  # the one-run audit, same DP plan
+    assert canary_dp["dp_epsilon"] == pytest.approx(dp["dp_epsilon"]) and not canary_dp["exceeds_accounted"]
+    assert 0.0 <= canary_dp["white_box"]["epsilon_lb"] <= dp["dp_epsilon"]
+    assert canary_dp["white_box"]["m"] == canary_dp["black_box"]["m"] == params["canaries"]["n"]
+    canary_plain = json.loads((root / "metrics/canaries/undefended.json").read_text())
+    assert "white_box" not in canary_plain and canary_plain["epsilon_lb"] > 0.1  # the undefended run leaks
+    assert report["dp_sgd"]["canary_audit"] == canary_dp
+    assert "One-run canary audit" in (root / "reports/report.md").read_text()
+    assert (root / "plots/canaries/dp_sgd.csv").read_text().startswith("score,k,correct,epsilon_lb")
     for name in defenses:
         assert (root / f"metrics/defenses/{name}/attacks.json").is_file()
         assert (root / f"plots/roc/{name}.csv").read_text().startswith("attack,fpr,tpr")
-    for name in ("report.md", "roc.png", "privacy_utility.png"):
+    for name in ("report.md", "roc.png", "privacy_utility.png", "canary_audit.png"):
         assert (root / "reports" / name).stat().st_size > 0
     assert "| undefended |" in (root / "reports/report.md").read_text()
 
@@ -375,7 +385,7 @@ def test_same_params_give_the_same_metrics(project: tuple[Path, dict]) -> None:
 def test_a_removed_defense_no_longer_shows(project: tuple[Path, dict]) -> None:
     root, env = project
     _run(["dvc", "repro"], root, env)  # settle the forced reruns above (a saved .keras file differs in its zip timestamps)
-    _set(root, {"defense": {"run": ["dropout", "memguard"]}})
+    _set(root, {"defense": {"run": ["dropout", "memguard"]}, "canaries": {"defenses": []}})
     assert _ran_stages(_run(["dvc", "repro"], root, env).stdout) == {"report"}
     assert "dp_sgd" not in _run(["dvc", "metrics", "show"], root, env).stdout
     assert "dp_sgd" not in _run(["dvc", "plots", "show", "--json"], root, env).stdout

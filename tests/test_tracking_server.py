@@ -26,13 +26,14 @@ pytestmark = pytest.mark.slow
 
 SMALLER = {  # on top of the tiny preset: one defense, no adaptive models, shorter training
     "defense.run": ["memguard"],
+    "canaries.defenses": [],
     "defense.adaptive": False,
     "target.epochs": 5,
     "attack.shadow_classifier.classifier": "logistic_regression",
 }
 STAGES = {
     "prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack",
-    "defend@memguard", "attack_defense@memguard", "report",
+    "defend@memguard", "attack_defense@memguard", "audit_canaries", "report",
 }  # fmt: skip
 
 

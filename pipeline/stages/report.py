@@ -23,6 +23,7 @@ from pipeline.report import (
     attack_rows,
     audit_tags,
     build_table,
+    canary_figure,
     frontier_csv,
     headline_metrics,
     highlighted_attacks,
@@ -47,9 +48,12 @@ from pipeline.stages.common import (
 from pipeline.types import AttackScores
 
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
-UPSTREAM = ("prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack")
+UPSTREAM = (
+    "prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack", "audit_canaries",
+)  # fmt: skip
 PARAMS = (
-    "data.dataset", "shadows.n_models", "reference.n_models", "attack.enabled", "attack.tune_for", "defense", "mlflow",
+    "data.dataset", "shadows.n_models", "reference.n_models", "attack.enabled", "attack.tune_for", "defense",
+    "canaries.defenses", "mlflow",
 )  # fmt: skip
 PREPROCESSING = {
     None: "Features are used as loaded (images scaled by a constant): no statistic of any record enters preprocessing.",
@@ -104,7 +108,10 @@ def run(params: ScopedParams) -> None:
             utility[name] = read_json(METRICS / "defenses" / name / "utility.json")
             attacks[name] = read_json(METRICS / "defenses" / name / "attacks.json")
             headlines[name] = read_json(METRICS / "defenses" / name / "headline.json")
-        table = build_table(utility, attacks, headlines)
+        canaries = {
+            name: read_json(METRICS / "canaries" / f"{name}.json") for name in ["undefended", *params.canaries.defenses]
+        }
+        table = build_table(utility, attacks, headlines, canaries)
         sizes = read_json(METRICS / "prepare.json")
         exposed_by = headlines["undefended"]["attack"]
         context = {
@@ -128,11 +135,12 @@ def run(params: ScopedParams) -> None:
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
         write_text(PLOTS / "frontier.csv", frontier_csv(table))
-        text = markdown(table, context, exposed, seed_comparison)
+        text = markdown(table, context, exposed, seed_comparison, canaries)
         write_text(REPORTS / "report.md", text)
         figures = {
             "roc.png": _save_figure(roc, REPORTS / "roc.png"),
             "privacy_utility.png": _save_figure(tradeoff, REPORTS / "privacy_utility.png"),
+            "canary_audit.png": _save_figure(canary_figure(canaries), REPORTS / "canary_audit.png"),
         }
         write_text(REPORTS / "report.html", html_page(text, figures, "Membership-inference audit"))
 
@@ -140,7 +148,7 @@ def run(params: ScopedParams) -> None:
         run_log.log_table(attack_rows(table), "attacks_table.json")
         dataset, splits = load_prepared()
         log_split_inputs(run_log, dataset, splits, SPLIT_ROLES)
-        for name in ("report.html", "report.md", "roc.png", "privacy_utility.png"):
+        for name in ("report.html", "report.md", "roc.png", "privacy_utility.png", "canary_audit.png"):
             run_log.log_artifact(staged_path(REPORTS / name))
         run_log.log_artifact(staged_path(METRICS / "report.json"))
         if params.mlflow.register_models:
@@ -148,6 +156,8 @@ def run(params: ScopedParams) -> None:
         stages = {stage: stage for stage in UPSTREAM}
         for name in params.defense.run:
             stages |= {f"defend@{name}": f"defend-{name}", f"attack_defense@{name}": f"attack_defense-{name}"}
+        for name in params.canaries.defenses:
+            stages[f"audit_canaries_defense@{name}"] = f"audit_canaries_defense-{name}"
         runs = {stage: read_json(RUNS / f"{file}.json")["run_id"] for stage, file in stages.items()}
         status = nest_stage_runs(run_log.run_id, runs)
         ran = [stage for stage, state in status.items() if state == "ran"]

@@ -1,0 +1,61 @@
+"""Stage `audit_canaries_defense@<name>`: the one-run canary audit of a defense's training.
+
+As `audit_canaries`, with the defense. A DP-SGD defense trains under the
+target's DP plan (its sampling rate, noise and steps, so the accountant's
+epsilon covers every canary) and also carries gradient canaries, scored
+white-box; its accountant's epsilon, at the audit's delta, is written
+beside the bound, which must not exceed it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.canary_audit import canary_job, draw_canaries, gradient_canaries, score_run
+from pipeline.defenses.dp_sgd import train_with_canaries
+from pipeline.defenses.registry import trainer_for
+from pipeline.dp_accounting import epsilon
+from pipeline.errors import PipelineError
+from pipeline.seeding import derive_seed
+from pipeline.stages.audit_canaries import PARAMS, record
+from pipeline.stages.common import RUNS, ScopedParams, load_prepared, main, tracked
+from pipeline.stages.trained_models import target_design
+
+
+def params_for(name: str) -> tuple[str, ...]:
+    """The params stage audit_canaries_defense@<name> reads."""
+    return (*PARAMS, f"defenses.{name}")
+
+
+def run(params: ScopedParams, name: str) -> None:
+    defense = params.defenses[name]
+    stage = f"audit_canaries_defense@{name}"
+    with tracked(stage, params, run_file=RUNS / f"audit_canaries_defense-{name}.json") as run_log:
+        dataset, splits = load_prepared()
+        architecture, recipe = target_design(dataset, params.target)
+        c = params.canaries
+        canaries = draw_canaries(dataset, splits, c.kind, c.n, params.seed)
+        job = canary_job(
+            dataset, splits, architecture, recipe, canaries, derive_seed(params.seed, "canary run"), f"{name} canary run"
+        )
+        try:
+            if defense.type == "dp_sgd":
+                coordinates, included = gradient_canaries(architecture, c.n, params.seed)
+                models, scores = train_with_canaries(job, defense, len(splits.members), c.n, (coordinates, included))
+                info = models.info
+                accounted = epsilon(
+                    info["dp_noise_multiplier"], info["dp_sampling_rate"], int(info["dp_steps"]), c.delta, defense.accountant
+                )
+                scored = score_run(models, job, canaries, (scores[0], included))
+            else:
+                accounted = None
+                scored = score_run(trainer_for(defense)(job), job, canaries)
+        except PipelineError as error:  # a defense's own message cannot know its name
+            raise PipelineError(str(error).replace("defenses.<name>", f"defenses.{name}")) from None
+        record(name, scored, params, run_log, accounted)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m pipeline.stages.audit_canaries_defense <defense name>")
+    main(lambda params: run(params, sys.argv[1]), params_for(sys.argv[1]))
