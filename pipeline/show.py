@@ -14,12 +14,20 @@ from pipeline.report import with_interval
 
 def table_text(table: dict) -> str:
     """One row per target: utility, and its headline attack (chosen on shadow data) with 95% intervals."""
-    lines = [f"{'target':<18}{'test acc':>9}{'gap':>8}   {'headline attack':<20}{'AUC [95% CI]':<24}TPR@1%FPR [95% CI]"]
+    lines = [
+        f"{'target':<18}{'test acc':>9}{'gap':>8}   {'headline attack':<20}{'AUC [95% CI]':<24}{'TPR@1%FPR [95% CI]':<24}"
+        "canary eps >= (accounted)"
+    ]
     for name, row in table.items():
         head = row["headline"]["metrics"]
+        canary = row.get("canary_audit")
+        audit = "-" if canary is None else f"{canary['epsilon_lb']:.2f}"
+        if canary is not None and "dp_epsilon" in canary:
+            audit += f" ({canary['dp_epsilon']:.2f})"
         lines.append(
             f"{name:<18}{row['test_accuracy']:>9.3f}{row['generalization_gap']:>8.3f}   "
-            f"{row['headline']['attack']:<20}{with_interval(head, 'auc'):<24}{with_interval(head, 'tpr_at_1pct_fpr')}"
+            f"{row['headline']['attack']:<20}{with_interval(head, 'auc'):<24}{with_interval(head, 'tpr_at_1pct_fpr'):<24}"
+            f"{audit}"
         )
     return "\n".join(lines)
 
@@ -32,6 +40,7 @@ def main() -> None:
     print()
     print(table_text(table))
     print("\nheadline attack: chosen on shadow data before looking at the target; n/m = not measurable")
+    print("canary eps: the one-run canary audit's epsilon lower bound (95%), beside the accountant's for DP")
     print("Every attack on every target: reports/report.md (or: .venv/bin/dvc metrics show)")
     print("Compare runs: make ui (it prints the link to the experiment's runs)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,21 @@ def test_the_canary_run_trains_on_the_members_and_the_included_canaries_only() -
     run = score_run(train_undefended(job), job, canaries)
     scores, included = run.scores["black_box"]
     assert scores.shape == (80,) and np.all(scores <= 0) and np.array_equal(included, canaries.included)
+
+
+def test_an_undefended_model_that_memorises_its_canaries_is_caught_black_box() -> None:
+    """Mislabeled canaries a wide MLP fits: their released loss tells included from excluded ones."""
+    from pipeline.canary_audit import audit_run
+
+    dataset, splits = _data()
+    canaries = draw_canaries(dataset, splits, "mislabeled", 150, seed=2)
+    arch = S.Architecture("mlp", (32,), 3, hidden_units=256)
+    job = canary_job(dataset, splits, arch, S.Recipe(epochs=80, batch_size=16, learning_rate=3e-3), canaries, seed=0)
+    run = score_run(train_undefended(job), job, canaries)
+    result = audit_run(run, [20, 50, 150], 1e-5)["black_box"]
+    assert result.epsilon_lb > 1.0
+    flipped = dataclasses.replace(run, scores={"black_box": (run.scores["black_box"][0], ~canaries.included)})
+    assert audit_run(flipped, [20, 50, 150], 1e-5)["black_box"].epsilon_lb == 0.0  # the scores point the right way
 
 
 def _simulated_scores(q: float, steps: int, sigma: float, included: bool, n: int = 100_000) -> np.ndarray:
