@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.canaries import canary_sources, coins, make_canaries
 from pipeline.defenses.base import DefendedModels, TrainingJob
+from pipeline.errors import PipelineError
 from pipeline.one_run import CONFIDENCE, OneRunAudit, audit
 from pipeline.seeding import rng_for
 from pipeline.stack import Architecture, Recipe, weight_shapes
@@ -72,7 +73,11 @@ def gradient_canaries(architecture: Architecture, m: int, seed: int) -> tuple[np
     """m gradient canaries: distinct coordinates of the flattened weights, and each one's coin."""
     rng = rng_for(seed, "gradient canaries")
     n_weights = sum(int(np.prod(shape)) for shape in weight_shapes(architecture))
-    return np.sort(rng.choice(n_weights, size=min(m, n_weights), replace=False)), coins(min(m, n_weights), rng)
+    if m > n_weights:
+        raise PipelineError(
+            f"canaries.n: {m} gradient canaries need as many weights, and the model has {n_weights}; lower canaries.n"
+        )
+    return np.sort(rng.choice(n_weights, size=m, replace=False)), coins(m, rng)
 
 
 def canary_job(
@@ -152,6 +157,8 @@ def audit_summary(run: CanaryRun, audits: dict[str, OneRunAudit], kind: str, acc
     if accounted is not None:
         summary["dp_epsilon"] = float(accounted)
         summary["exceeds_accounted"] = bool(first.epsilon_lb > accounted)
+        for key in ("dp_noise_multiplier", "dp_sampling_rate", "dp_steps", "dp_clip_norm"):
+            summary[key] = float(run.info[key])
     for name, result in audits.items():
         summary[name] = {
             "epsilon_lb": result.epsilon_lb,

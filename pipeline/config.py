@@ -385,7 +385,7 @@ class CanaryParams(_Strict):
     """
 
     n: StrictInt = Field(1000, ge=2)
-    kind: Literal["ood", "mislabeled"] = "ood"
+    kind: Literal["ood", "mislabeled"] = "mislabeled"
     guesses: tuple[StrictInt, ...] = (20, 50, 100, 200, 500, 1000)
     delta: StrictFloat = Field(1e-5, gt=0, lt=1)
     defenses: tuple[str, ...] = ()

@@ -124,7 +124,8 @@ def test_gradient_canaries_enter_each_step_at_the_plans_rate_and_noise(noise_mul
 def _summary(scores: np.ndarray, included: np.ndarray, accounted: float | None) -> dict:
     from pipeline.canary_audit import CanaryRun, audit_run, audit_summary
 
-    run = CanaryRun({"white_box": (scores, included)}, {"test_accuracy": 0.9})
+    plan = {"dp_noise_multiplier": 3.0, "dp_sampling_rate": 0.1, "dp_steps": 100.0, "dp_clip_norm": 1.0}
+    run = CanaryRun({"white_box": (scores, included)}, {"test_accuracy": 0.9, **plan})
     return audit_summary(run, audit_run(run, [100, 1000], 1e-5), "ood", accounted)
 
 

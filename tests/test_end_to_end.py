@@ -125,11 +125,14 @@ def test_the_tiny_preset_runs_the_whole_pipeline_as_one_experiment(project: tupl
     assert 0.0 <= canary_dp["white_box"]["epsilon_lb"] <= dp["dp_epsilon"]
     assert canary_dp["white_box"]["m"] == canary_dp["black_box"]["m"] == params["canaries"]["n"]
     canary_plain = json.loads((root / "metrics/canaries/undefended.json").read_text())
-    assert "white_box" not in canary_plain and canary_plain["epsilon_lb"] >= 0.0  # too little training to memorise
+    assert "white_box" not in canary_plain and canary_plain["best_score"] == "black_box"
     assert [level["k"] for level in canary_plain["black_box"]["levels"]] == params["canaries"]["guesses"]
     assert report["dp_sgd"]["canary_audit"] == canary_dp
     assert "One-run canary audit" in (root / "reports/report.md").read_text()
-    assert (root / "plots/canaries/dp_sgd.csv").read_text().startswith("score,k,correct,epsilon_lb")
+    for score in ("white_box", "black_box"):
+        assert (root / f"plots/canaries/dp_sgd/{score}.csv").read_text().startswith("k,correct,epsilon_lb")
+    for key in ("dp_noise_multiplier", "dp_sampling_rate", "dp_steps", "dp_clip_norm"):  # the target's own DP plan
+        assert canary_dp[key] == pytest.approx(dp[key])
     for name in defenses:
         assert (root / f"metrics/defenses/{name}/attacks.json").is_file()
         assert (root / f"plots/roc/{name}.csv").read_text().startswith("attack,fpr,tpr")

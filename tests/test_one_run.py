@@ -73,7 +73,7 @@ def test_randomized_response_bound_exceeds_the_truth_at_most_at_its_level() -> N
 
 
 def test_gaussian_bound_stays_below_its_accounted_epsilon() -> None:
-    """Abstention finds the leak, the largest k is corrected for, and the truth is exceeded rarely."""
+    """Abstention finds the leak, the bound rises with m, and the truth is never exceeded (the mechanism is not tight)."""
     rng = np.random.default_rng(2)
     sigma, delta = 1.0, 1e-5
     truth = epsilon(sigma, 1.0, 1, delta, "pld")  # about 4.4

@@ -5,7 +5,7 @@ input canaries whose coins came up, scores every canary with the run's
 released outputs and writes the one-run epsilon lower bound (an
 "effective epsilon" of the undefended training) to
 metrics/canaries/undefended.json, the bound at every guess count to
-plots/canaries/undefended.csv. `audit_canaries_defense@<name>` does the
+plots/canaries/undefended/black_box.csv. `audit_canaries_defense@<name>` does the
 same for a defense (`record` is shared).
 """
 
@@ -21,13 +21,9 @@ from pipeline.stages.trained_models import target_design
 PARAMS = ("seed", "target", "canaries.n", "canaries.kind", "canaries.guesses", "canaries.delta", "mlflow.experiment")
 
 
-def levels_csv(summary: dict) -> str:
-    """Every score's bound at every guess count, in long form (score, k, correct, epsilon_lb) for DVC plots."""
-    lines = ["score,k,correct,epsilon_lb"]
-    for name in ("white_box", "black_box"):
-        if name in summary:
-            lines += [f"{name},{lv['k']},{lv['correct']},{lv['epsilon_lb']:.6g}" for lv in summary[name]["levels"]]
-    return "\n".join(lines) + "\n"
+def levels_csv(levels: list[dict]) -> str:
+    """One score's bound at every guess count (k, correct, epsilon_lb): a line of DVC's plot."""
+    return "k,correct,epsilon_lb\n" + "".join(f"{lv['k']},{lv['correct']},{lv['epsilon_lb']:.6g}\n" for lv in levels)
 
 
 def record(name: str, run: CanaryRun, params: ScopedParams, run_log: object, accounted: float | None) -> None:
@@ -35,7 +31,8 @@ def record(name: str, run: CanaryRun, params: ScopedParams, run_log: object, acc
     c = params.canaries
     summary = audit_summary(run, audit_run(run, c.guesses, c.delta), c.kind, accounted)
     write_json(METRICS / "canaries" / f"{name}.json", summary)
-    write_text(PLOTS / "canaries" / f"{name}.csv", levels_csv(summary))
+    for score in run.scores:
+        write_text(PLOTS / "canaries" / name / f"{score}.csv", levels_csv(summary[score]["levels"]))
     run_log.log_metrics(
         {"canary_epsilon_lb": summary["epsilon_lb"], "canary_run_test_accuracy": summary["test_accuracy"]}
         | {f"canary_epsilon_lb.{score}": summary[score]["epsilon_lb"] for score in run.scores}
