@@ -127,15 +127,11 @@ def score_run(
 
 
 def audit_run(run: CanaryRun, ks: Sequence[int], delta: float, confidence: float = CONFIDENCE) -> dict[str, OneRunAudit]:
-    """Each score's one-run audit at `delta`, all of them together holding at `confidence`.
-
-    A guess count above a score's number of canaries is left out for it.
-    """
+    """Each score's one-run audit at `delta`, all of them together holding at `confidence`."""
     return {
-        name: audit(scores, included, [k for k in ks if k <= len(scores)] or [len(scores)], delta, confidence,
-                    tests=len(run.scores))
+        name: audit(scores, included, ks, delta, confidence, tests=len(run.scores))
         for name, (scores, included) in run.scores.items()
-    }  # fmt: skip
+    }
 
 
 def audit_summary(run: CanaryRun, audits: dict[str, OneRunAudit], kind: str, accounted: float | None) -> dict[str, Any]:
