@@ -20,6 +20,9 @@ from pipeline.tf_runtime import tf
 
 MLP = S.Architecture("mlp", (6,), 3, hidden_units=5)
 CNN = S.Architecture("cnn", (6, 6, 2), 3, hidden_units=5, conv_filters=(3, 4))
+# Its second conv layer (2x2 positions, 27 inputs, 8 outputs) takes the ghost-norm path.
+CNN_GHOST = S.Architecture("cnn", (4, 4, 2), 3, hidden_units=5, conv_filters=(3, 8))
+ARCHS = pytest.mark.parametrize("arch", [MLP, CNN, CNN_GHOST], ids=["mlp", "cnn", "cnn-ghost"])
 RECIPE = S.Recipe(epochs=1, batch_size=4, learning_rate=1e-3)
 
 
@@ -229,38 +232,61 @@ def test_forward_layers_expose_each_layers_input_and_pre_activation(arch):
             np.testing.assert_allclose(got.numpy(), own.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
+def _one_tape_per_example(arch, w, x, y) -> list[list[list[np.ndarray]]]:
+    """[model][example] -> that example's gradient, one weight list, each from its own tape."""
+    out = []
+    for m in range(x.shape[0]):
+        single = [v[m : m + 1] for v in w]
+        rows = []
+        for i in range(x.shape[1]):
+            with tf.GradientTape() as tape:
+                tape.watch(single)
+                logits = S.forward(arch, single, x[m : m + 1, i : i + 1])
+                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y[m : m + 1, i : i + 1], logits)
+            rows.append([g.numpy()[0] for g in tape.gradient(loss, single)])
+        out.append(rows)
+    return out
+
+
+def test_the_ghost_path_is_taken_where_it_is_cheaper():
+    """CNN_GHOST's second conv layer (T = 4, 27 in, 8 out) takes Gram matrices, the others do not."""
+    assert D.ghost_is_cheaper(4, 27, 8)
+    assert not D.ghost_is_cheaper(16, 18, 3)  # CNN_GHOST's first conv layer
+    assert not D.ghost_is_cheaper(9, 27, 4) and not D.ghost_is_cheaper(36, 18, 3)  # CNN's
+    assert D.ghost_is_cheaper(1, 6, 5)  # Dense, T = 1: the classic ghost norm |a|^2 |g|^2
+
+
+@ARCHS
 def test_per_example_gradients_match_one_tape_per_example(arch):
     k, b = 2, 4
     w = _weights(arch, k, 2)
     x, y = _batch(arch, k, b, 3)
     batched = [g.numpy() for g in D.per_example_gradients(arch, RECIPE, w, x, y)]
     assert [g.shape for g in batched] == [(k, b, *v.shape[1:]) for v in w]
-    for m in range(k):
-        single = [v[m : m + 1] for v in w]
-        for i in range(b):
-            with tf.GradientTape() as tape:
-                tape.watch(single)
-                logits = S.forward(arch, single, x[m : m + 1, i : i + 1])
-                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y[m : m + 1, i : i + 1], logits)
-            direct = tape.gradient(loss, single)
+    for m, rows in enumerate(_one_tape_per_example(arch, w, x, y)):
+        for i, direct in enumerate(rows):
             for got, want in zip(batched, direct):
-                np.testing.assert_allclose(got[m, i], want.numpy()[0], rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(got[m, i], want, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", [MLP, CNN], ids=["mlp", "cnn"])
-def test_clipped_sum_is_the_sum_of_clipped_per_example_gradients(arch):
-    """The training path (ghost norms for Dense) equals clipping materialised gradients."""
+@ARCHS
+def test_fast_norms_and_clipped_sums_equal_a_direct_per_example_computation(arch):
+    """Ghost / unfolded norms and the weighted backward pass against one tape per example, to float32 precision."""
     k, b, clip = 2, 5, 0.3
     w = _weights(arch, k, 4)
     x, y = _batch(arch, k, b, 5)
     valid = tf.constant([[True, True, False, True, False], [True] * 5])
+    direct = _one_tape_per_example(arch, w, x, y)
+    want_sq = np.array([[sum(float(np.sum(g.astype(np.float64) ** 2)) for g in ex) for ex in rows] for rows in direct])
+    got_sq = D.per_example_sq_norms(arch, RECIPE, w, x, y).numpy()
+    np.testing.assert_allclose(got_sq, want_sq, rtol=1e-5)
+    assert np.ptp(np.sqrt(want_sq)) > 0 and np.any(np.sqrt(want_sq) > clip)  # clipping bites, unevenly
+
     sums, losses, _ = D.clipped_sum(arch, RECIPE, w, x, y, valid, clip)
-    clipped = D.clip_per_example(D.per_example_gradients(arch, RECIPE, w, x, y), clip)
-    mask = valid.numpy().astype(np.float32)
-    for got, per in zip(sums, clipped):
-        want = np.einsum("kb...,kb->k...", per.numpy(), mask)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+    factors = np.minimum(1.0, clip / np.sqrt(want_sq)) * valid.numpy()
+    for j, got in enumerate(sums):
+        want = [sum(factors[m, i] * ex[j].astype(np.float64) for i, ex in enumerate(rows)) for m, rows in enumerate(direct)]
+        np.testing.assert_allclose(got.numpy(), np.stack(want), rtol=1e-5, atol=1e-7)
     assert np.all(losses.numpy()[~valid.numpy()] == 0)
 
 

@@ -38,17 +38,28 @@ while-loop over its steps), all K models in it:
   and g_i, whose squared norm is |a_i|^2 |g_i|^2, so the norms need no
   per-example gradient at all ("ghost" norms, Goodfellow 2015); the
   clipped sum is the single matmul A^T (c * G) with the clip factors c.
-  A Conv2D layer's per-example kernel gradient is sum over positions of
-  patch ⊗ g, materialised with one einsum over `extract_patches` (small
-  for 3x3 kernels) and weighted by c. All of it is batched over K.
+  A Conv2D layer's per-example kernel gradient is sum_t a_t g_t^T over
+  its T positions, a_t the 3x3 patch there (the unfolded input). Its
+  norm comes from Gram matrices, sum_{t,t'} (a_t . a_t') (g_t . g_t'),
+  without the gradient, where that costs fewer multiply-adds (small
+  feature maps, many channels), else from the materialised gradient
+  (`ghost_is_cheaper`, layer by layer). The clipped sum is then one
+  weighted backward pass per layer: its output grads scaled by the clip
+  factors through the layer's own filter gradient, or the weighted sum
+  of the gradients the norm already materialised. All of it is batched
+  over K.
 
 Cost, measured side by side by `benchmarks/bench_dp.py` (digits, 2 CPU
-cores, per epoch): 1.4x non-private training for one model, MLP or CNN;
-MLP 1.7x (K=16) and 2.3x (K=64); CNN 2.7x (K=16) and 3.7x (K=64). What
-is left at 64 MLPs is the Gaussian noise, one normal per weight per model
-and step (615k), drawn by `stateless_normals` at about the cost of a
-plain step; in the CNN it is the conv layers' per-example kernel
-gradients (the patches), about 3x the plain backward pass.
+cores, per epoch, 2026-12-01): 1.3x non-private training for one MLP,
+1.5x for one CNN; MLP 2.0x (K=16) and 2.2x (K=64); CNN 2.2x (K=16) and
+2.7x (K=64), from 2.4x and 3.6x with per-example conv gradients from
+`tf.image.extract_patches`. What bounds it is the Gaussian noise, one
+normal per weight per model and step: for 64 MLPs (615k per step) the
+noise alone costs 1.2x a whole plain epoch on this machine (TensorFlow's
+Philox uniforms are 3 of its 4.6 ms per step), so no clipping technique
+brings DP-SGD near 1.5x there; in 16 CNNs it is 0.35x, and the conv
+layers' norms (unfolding, Gram matrices, two transposes per layer) are
+most of the rest.
 
 Randomness (`randomness` in params.yaml). "seeded", the default: the
 Poisson sampling and the noise of step s derive stateless seeds from
@@ -118,6 +129,8 @@ __all__ = [
     "add_noise",
     "add_normals",
     "per_example_gradients",
+    "per_example_sq_norms",
+    "ghost_is_cheaper",
     "clipped_sum",
     "DpTrainer",
     "train_with_canaries",
@@ -321,20 +334,82 @@ class SecureDraws:
 # Per-example gradients
 
 
-def _conv_split(layer: Layer, n_models: int) -> tuple[tf.Tensor, int, int]:
-    """Per-model patches (K, B, H, W, 3, 3, Cin) of a conv layer's input, Cin, Cout."""
-    cin = layer.inputs.shape[-1] // n_models
-    cout = layer.outputs.shape[-1] // n_models
-    patches = tf.image.extract_patches(layer.inputs, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
-    b, h, w = tf.shape(patches)[0], patches.shape[1], patches.shape[2]
-    patches = tf.reshape(patches, [b, h, w, 3, 3, n_models, cin])  # (kh, kw, channel) order
-    return tf.transpose(patches, [5, 0, 1, 2, 3, 4, 6]), cin, cout
+def _model_major(t: tf.Tensor, n_models: int) -> tf.Tensor:
+    """(B, H, W, K*C), the K models side by side in channels -> (K*B, H, W, C), model k's rows first."""
+    h, w, c = t.shape[1], t.shape[2], t.shape[3] // n_models
+    return tf.reshape(tf.transpose(tf.reshape(t, [-1, h, w, n_models, c]), [3, 0, 1, 2, 4]), [-1, h, w, c])
 
 
-def _conv_out_grads(g: tf.Tensor, n_models: int, cout: int) -> tf.Tensor:
-    """(B, H, W, K*Cout) -> (K, B, H, W, Cout)."""
-    b, h, w = tf.shape(g)[0], g.shape[1], g.shape[2]
-    return tf.transpose(tf.reshape(g, [b, h, w, n_models, cout]), [3, 0, 1, 2, 4])
+def _unfolded(inputs: tf.Tensor) -> tf.Tensor:
+    """(R, H, W, C) -> (R, H*W, 9*C): the 3x3 "same" patch at every position, in kernel order (kh, kw, c).
+
+    The nine shifted slices of the zero-padded input, stacked on an outer
+    axis and moved in by one transpose: on 2 CPU cores 1.6x faster than a
+    concat on the channel axis for one input channel, as fast for 16, and
+    faster than `tf.image.extract_patches` with the transposes its channel
+    order needs.
+    """
+    _, h, w, c = inputs.shape
+    padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    stacked = tf.stack([padded[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], axis=1)
+    return tf.reshape(tf.transpose(stacked, [0, 2, 3, 1, 4]), [-1, h * w, 9 * c])
+
+
+def _conv_operands(
+    layer: Layer, g: tf.Tensor, n_models: int, x: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A conv layer's unfolded inputs (K*B, T, 9 Cin) and output grads (K*B, T, Cout), T = H*W.
+
+    x: the layer's input already model-major, (K, B, H, W, Cin) (the first
+    layer's is the batch itself), saving a transpose.
+    """
+    h, w = g.shape[1], g.shape[2]
+    inputs = _model_major(layer.inputs, n_models) if x is None else tf.reshape(x, [-1, *x.shape[2:]])
+    return _unfolded(inputs), tf.reshape(_model_major(g, n_models), [-1, h * w, g.shape[3] // n_models])
+
+
+def ghost_is_cheaper(positions: int, fan_in: int, fan_out: int) -> bool:
+    """Whether a layer's per-example kernel-gradient norms cost fewer multiply-adds from Gram matrices.
+
+    Per example, the kernel gradient is sum_t a_t g_t^T over T positions
+    (T = 1 for Dense). Materialising it costs T * fan_in * fan_out, the
+    "ghost" norm sum_{t,t'} (a_t . a_t') (g_t . g_t') costs
+    T^2 (fan_in + fan_out) (Goodfellow 2015; for convolutions, and the
+    choice layer by layer, Bu et al. 2022): the cheaper one is used.
+    """
+    return positions * (fan_in + fan_out) < fan_in * fan_out
+
+
+def _conv_parts(patches: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Squared norm (R,) of each row's kernel gradient sum_t a_t g_t^T plus bias gradient sum_t g_t.
+
+    patches (R, T, 9 Cin) are the a_t, g (R, T, Cout). Also the
+    materialised kernel gradients (R, 9 Cin, Cout) when they are what the
+    norm was computed from (else None: the ghost norm).
+    """
+    positions, fan_in, fan_out = patches.shape[1], patches.shape[2], g.shape[2]
+    bias_sq = tf.reduce_sum(tf.square(tf.reduce_sum(g, axis=1)), axis=-1)
+    if ghost_is_cheaper(positions, fan_in, fan_out):
+        grams = tf.matmul(patches, patches, transpose_b=True) * tf.matmul(g, g, transpose_b=True)
+        return tf.reduce_sum(grams, axis=[1, 2]) + bias_sq, None
+    kernel_g = tf.matmul(patches, g, transpose_a=True)
+    return tf.reduce_sum(tf.square(kernel_g), axis=[1, 2]) + bias_sq, kernel_g
+
+
+def _conv_weighted_sum(layer: Layer, g: tf.Tensor, c: tf.Tensor, n_models: int) -> list[tf.Tensor]:
+    """Sum over examples of c (K, B) times each example's (kernel, bias) gradient of a conv layer.
+
+    One weighted backward pass: the output grads scaled by c through the
+    layer's own (grouped) filter gradient, as plain training computes it.
+    """
+    cin, cout = layer.inputs.shape[-1] // n_models, g.shape[-1] // n_models
+    weighted = g * tf.repeat(tf.transpose(c), cout, axis=1)[:, None, None, :]
+    kernel = tf.raw_ops.Conv2DBackpropFilter(
+        input=layer.inputs, filter_sizes=[3, 3, cin, n_models * cout], out_backprop=weighted,
+        strides=[1, 1, 1, 1], padding="SAME",
+    )  # fmt: skip
+    kernel = tf.transpose(tf.reshape(kernel, [3, 3, cin, n_models, cout]), [3, 0, 1, 2, 4])
+    return [kernel, tf.reshape(tf.reduce_sum(weighted, axis=[0, 1, 2]), [n_models, cout])]
 
 
 def _output_grads(
@@ -369,43 +444,49 @@ def per_example_gradients(
     _, layers, grads, _ = _output_grads(arch, recipe, weights, x, y, None, None)
     k = weights[0].shape[0]
     out: list[tf.Tensor] = []
-    for layer, g in zip(layers, grads):
+    for layer, g, kernel in zip(layers, grads, weights[::2]):
         if layer.kind == "dense":
             out += [tf.einsum("kbd,kbh->kbdh", layer.inputs, g), g]
         else:
-            patches, _, cout = _conv_split(layer, k)
-            gk = _conv_out_grads(g, k, cout)
-            out += [tf.einsum("kbhwijc,kbhwd->kbijcd", patches, gk), tf.reduce_sum(gk, axis=[2, 3])]
+            patches, gm = _conv_operands(layer, g, k)
+            per = tf.matmul(patches, gm, transpose_a=True)  # (K*B, 9 Cin, Cout)
+            out += [tf.reshape(per, [k, -1, *kernel.shape[1:]]), tf.reshape(tf.reduce_sum(gm, axis=1), [k, -1, gm.shape[2]])]
     return out
 
 
 def _per_example_parts(
-    layers: list[Layer], grads: list[tf.Tensor], n_models: int
-) -> tuple[tf.Tensor, list[tuple[str, tf.Tensor, tf.Tensor]]]:
-    """Every example's squared gradient norm (K, B), and per layer what its gradient is built from.
+    layers: list[Layer], grads: list[tf.Tensor], n_models: int, x: tf.Tensor
+) -> tuple[tf.Tensor, list[tuple[tf.Tensor, tf.Tensor] | None]]:
+    """Every example's squared gradient norm over all layers (K, B), and what each layer's sum reuses.
 
-    Per layer ("dense", inputs a, output grads g): the kernel gradient a g^T
-    is never formed ("ghost" norm |a|^2 |g|^2); ("conv", kernel grads,
-    bias grads), materialised per example from the input's patches.
+    Dense: the kernel gradient a g^T has squared norm |a|^2 |g|^2 ("ghost"
+    norm), the bias |g|^2. Conv: from the unfolded input, by Gram matrices
+    or the materialised kernel gradient, whichever `ghost_is_cheaper`; a
+    materialised one is returned, (kernel grads (K*B, 9 Cin, Cout), output
+    grads (K*B, T, Cout)), for its sum. x: the batch (K, B, *input_shape).
     """
-    sq_norms = []
-    parts = []
-    for layer, g in zip(layers, grads):
+    sq_norms: list[tf.Tensor] = []
+    parts: list[tuple[tf.Tensor, tf.Tensor] | None] = []
+    for i, (layer, g) in enumerate(zip(layers, grads)):
         if layer.kind == "dense":
-            g_sq = tf.reduce_sum(tf.square(g), axis=-1)
             a_sq = tf.reduce_sum(tf.square(layer.inputs), axis=-1)
-            sq_norms.append(g_sq * (a_sq + 1.0))  # kernel |a|^2 |g|^2, bias |g|^2
-            parts.append(("dense", layer.inputs, g))
-        else:
-            patches, _, cout = _conv_split(layer, n_models)
-            gk = _conv_out_grads(g, n_models, cout)
-            kernel_g = tf.einsum("kbhwijc,kbhwd->kbijcd", patches, gk)
-            bias_g = tf.reduce_sum(gk, axis=[2, 3])
-            sq_norms.append(
-                tf.reduce_sum(tf.square(kernel_g), axis=[2, 3, 4, 5]) + tf.reduce_sum(tf.square(bias_g), -1)
-            )
-            parts.append(("conv", kernel_g, bias_g))
+            sq_norms.append(tf.reduce_sum(tf.square(g), axis=-1) * (a_sq + 1.0))
+            parts.append(None)
+            continue
+        patches, gm = _conv_operands(layer, g, n_models, x if i == 0 else None)
+        sq, kernel_g = _conv_parts(patches, gm)
+        sq_norms.append(tf.reshape(sq, [n_models, -1]))
+        parts.append(None if kernel_g is None else (kernel_g, gm))
     return tf.add_n(sq_norms), parts
+
+
+def per_example_sq_norms(
+    arch: Architecture, recipe: Recipe, weights: list[tf.Tensor], x: tf.Tensor, y: tf.Tensor
+) -> tf.Tensor:
+    """Every example's squared gradient norm (K, B) as DP-SGD's clipping computes it (dropout off)."""
+    recipe = dataclasses.replace(recipe, dropout=0.0)
+    _, layers, grads, _ = _output_grads(arch, recipe, weights, x, y, None, None)
+    return _per_example_parts(layers, grads, weights[0].shape[0], x)[0]
 
 
 def clipped_sum(
@@ -421,19 +502,29 @@ def clipped_sum(
     """Sum over each model's valid examples of its clipped per-example gradient.
 
     x (K, B, ...), y (K, B), valid (K, B) bool (False: padding, left out).
-    Returns the K-stacked sums in weight order, the per-example losses and
-    the correct-prediction indicators (K, B), both zero on padding.
+    The norms come from `_per_example_parts`; a layer's sum is one weighted
+    backward pass through it (its output grads scaled by the clip factors),
+    or the weighted sum of its kernel gradients where the norms
+    materialised them. Returns the K-stacked sums in weight order, the
+    per-example losses and the correct-prediction indicators (K, B), both
+    zero on padding.
     """
     logits, layers, grads, losses = _output_grads(arch, recipe, weights, x, y, valid, dropout_seed)
-    sq_norms, parts = _per_example_parts(layers, grads, weights[0].shape[0])
+    k = weights[0].shape[0]
+    sq_norms, parts = _per_example_parts(layers, grads, k, x)
     c = clip_factors(sq_norms, clip_norm) * tf.cast(valid, tf.float32)  # (K, B)
     sums: list[tf.Tensor] = []
-    for kind, first, second in parts:
-        if kind == "dense":
-            cg = second * c[:, :, None]
-            sums += [tf.einsum("kbd,kbh->kdh", first, cg), tf.reduce_sum(cg, axis=1)]
+    for layer, g, part, kernel in zip(layers, grads, parts, weights[::2]):
+        if layer.kind == "dense":
+            cg = g * c[:, :, None]
+            sums += [tf.einsum("kbd,kbh->kdh", layer.inputs, cg), tf.reduce_sum(cg, axis=1)]
+        elif part is None:
+            sums += _conv_weighted_sum(layer, g, c, k)
         else:
-            sums += [tf.einsum("kbijcd,kb->kijcd", first, c), tf.einsum("kbd,kb->kd", second, c)]
+            kernel_g, gm = part
+            weighted = tf.einsum("kbij,kb->kij", tf.reshape(kernel_g, [k, -1, *kernel_g.shape[1:]]), c)
+            bias_g = tf.reshape(tf.reduce_sum(gm, axis=1), [k, -1, gm.shape[2]])
+            sums += [tf.reshape(weighted, kernel.shape), tf.einsum("kbd,kb->kd", bias_g, c)]
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
     valid_f = tf.cast(valid, tf.float32)
     correct = tf.cast(tf.equal(pred, y), tf.float32) * valid_f
