@@ -380,20 +380,21 @@ def ghost_is_cheaper(positions: int, fan_in: int, fan_out: int) -> bool:
     return positions * (fan_in + fan_out) < fan_in * fan_out
 
 
-def _conv_parts(patches: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+def _conv_parts(patches: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor] | None]:
     """Squared norm (R,) of each row's kernel gradient sum_t a_t g_t^T plus bias gradient sum_t g_t.
 
     patches (R, T, 9 Cin) are the a_t, g (R, T, Cout). Also the
-    materialised kernel gradients (R, 9 Cin, Cout) when they are what the
-    norm was computed from (else None: the ghost norm).
+    materialised (kernel (R, 9 Cin, Cout), bias (R, Cout)) gradients when
+    they are what the norm was computed from (else None: the ghost norm).
     """
     positions, fan_in, fan_out = patches.shape[1], patches.shape[2], g.shape[2]
-    bias_sq = tf.reduce_sum(tf.square(tf.reduce_sum(g, axis=1)), axis=-1)
+    bias_g = tf.reduce_sum(g, axis=1)
+    bias_sq = tf.reduce_sum(tf.square(bias_g), axis=-1)
     if ghost_is_cheaper(positions, fan_in, fan_out):
         grams = tf.matmul(patches, patches, transpose_b=True) * tf.matmul(g, g, transpose_b=True)
         return tf.reduce_sum(grams, axis=[1, 2]) + bias_sq, None
     kernel_g = tf.matmul(patches, g, transpose_a=True)
-    return tf.reduce_sum(tf.square(kernel_g), axis=[1, 2]) + bias_sq, kernel_g
+    return tf.reduce_sum(tf.square(kernel_g), axis=[1, 2]) + bias_sq, (kernel_g, bias_g)
 
 
 def _conv_weighted_sum(layer: Layer, g: tf.Tensor, c: tf.Tensor, n_models: int) -> list[tf.Tensor]:
@@ -462,8 +463,8 @@ def _per_example_parts(
     Dense: the kernel gradient a g^T has squared norm |a|^2 |g|^2 ("ghost"
     norm), the bias |g|^2. Conv: from the unfolded input, by Gram matrices
     or the materialised kernel gradient, whichever `ghost_is_cheaper`; a
-    materialised one is returned, (kernel grads (K*B, 9 Cin, Cout), output
-    grads (K*B, T, Cout)), for its sum. x: the batch (K, B, *input_shape).
+    materialised one is returned, (kernel grads (K*B, 9 Cin, Cout), bias
+    grads (K*B, Cout)), for its sum. x: the batch (K, B, *input_shape).
     """
     sq_norms: list[tf.Tensor] = []
     parts: list[tuple[tf.Tensor, tf.Tensor] | None] = []
@@ -474,9 +475,9 @@ def _per_example_parts(
             parts.append(None)
             continue
         patches, gm = _conv_operands(layer, g, n_models, x if i == 0 else None)
-        sq, kernel_g = _conv_parts(patches, gm)
+        sq, materialised = _conv_parts(patches, gm)
         sq_norms.append(tf.reshape(sq, [n_models, -1]))
-        parts.append(None if kernel_g is None else (kernel_g, gm))
+        parts.append(materialised)
     return tf.add_n(sq_norms), parts
 
 
@@ -521,10 +522,8 @@ def clipped_sum(
         elif part is None:
             sums += _conv_weighted_sum(layer, g, c, k)
         else:
-            kernel_g, gm = part
-            weighted = tf.einsum("kbij,kb->kij", tf.reshape(kernel_g, [k, -1, *kernel_g.shape[1:]]), c)
-            bias_g = tf.reshape(tf.reduce_sum(gm, axis=1), [k, -1, gm.shape[2]])
-            sums += [tf.reshape(weighted, kernel.shape), tf.einsum("kbd,kb->kd", bias_g, c)]
+            kernel_g, bias_g = (tf.reshape(t, [k, -1, *t.shape[1:]]) for t in part)
+            sums += [tf.reshape(tf.einsum("kbij,kb->kij", kernel_g, c), kernel.shape), tf.einsum("kbd,kb->kd", bias_g, c)]
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
     valid_f = tf.cast(valid, tf.float32)
     correct = tf.cast(tf.equal(pred, y), tf.float32) * valid_f
