@@ -107,6 +107,7 @@ from pipeline.stack import (
     checked_training_data,
     fit,
     forward_layers,
+    grouped_filter_gradient,
     init_weights,
     is_kernel,
     per_example_loss,
@@ -403,13 +404,9 @@ def _conv_weighted_sum(layer: Layer, g: tf.Tensor, c: tf.Tensor, n_models: int) 
     One weighted backward pass: the output grads scaled by c through the
     layer's own (grouped) filter gradient, as plain training computes it.
     """
-    cin, cout = layer.inputs.shape[-1] // n_models, g.shape[-1] // n_models
+    cout = g.shape[-1] // n_models
     weighted = g * tf.repeat(tf.transpose(c), cout, axis=1)[:, None, None, :]
-    kernel = tf.raw_ops.Conv2DBackpropFilter(
-        input=layer.inputs, filter_sizes=[3, 3, cin, n_models * cout], out_backprop=weighted,
-        strides=[1, 1, 1, 1], padding="SAME",
-    )  # fmt: skip
-    kernel = tf.transpose(tf.reshape(kernel, [3, 3, cin, n_models, cout]), [3, 0, 1, 2, 4])
+    kernel = grouped_filter_gradient(layer.inputs, weighted, n_models)
     return [kernel, tf.reshape(tf.reduce_sum(weighted, axis=[0, 1, 2]), [n_models, cout])]
 
 

@@ -1,7 +1,8 @@
 """A stack: K same-shaped Keras-style models trained as one batched TensorFlow computation.
 
 Modules, one job each: `spec` (architecture, recipe, trained result,
-weight layout and init), `forward` (the batched forward pass and loss),
+weight layout and init), `conv` (K models' convolutions as one layer, on
+any CPU kernels), `forward` (the batched forward pass and loss),
 `optimizer` (fused Adam), `callbacks` (host-side hooks between epochs),
 `clones` (a user's own architecture, trained one by one), `progress`,
 `trainer` (the Trainer, input checks, the epoch loop `fit`,
@@ -13,6 +14,7 @@ another module uses is imported here.
 
 from pipeline.stack.callbacks import PerModelEarlyStopping, StackCallback
 from pipeline.stack.clones import keras_spec, output_activation, released_logits
+from pipeline.stack.conv import grouped_conv, grouped_filter_gradient, grouped_gradients_supported
 from pipeline.stack.export import keras_logits, keras_model, to_keras
 from pipeline.stack.forward import Layer, forward, forward_layers, l2_term, per_example_loss
 from pipeline.stack.inference import evaluate, stack_logits
