@@ -23,19 +23,19 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/dvc repro
-	@$(BIN)/python -m pipeline.show
+	@$(BIN)/python -m pipeline.tools.show
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 ui: setup
-	@$(BIN)/python -m pipeline.ui_link $(UI_PORT)
+	@$(BIN)/python -m pipeline.tools.ui_link $(UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(UI_PORT)
 
 # A named preset of presets/ as one DVC experiment: make exp PRESET=tiny
 exp: setup
-	@test -n "$(PRESET)" || { $(BIN)/python -m pipeline.presets; echo "usage: make exp PRESET=<name>" >&2; exit 2; }
-	$(BIN)/python -m pipeline.presets run $(PRESET)
+	@test -n "$(PRESET)" || { $(BIN)/python -m pipeline.tools.presets; echo "usage: make exp PRESET=<name>" >&2; exit 2; }
+	$(BIN)/python -m pipeline.tools.presets run $(PRESET)
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

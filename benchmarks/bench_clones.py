@@ -24,9 +24,9 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 from pipeline.config import ModelParams  # noqa: E402
 from pipeline.stack import Recipe, stack_logits, train_stack  # noqa: E402
-from pipeline.tf_runtime import keras  # noqa: E402
-from pipeline.types import Dataset  # noqa: E402
-from pipeline.user_model import design  # noqa: E402
+from pipeline.core.tf_runtime import keras  # noqa: E402
+from pipeline.core.types import Dataset  # noqa: E402
+from pipeline.training.user_model import design  # noqa: E402
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from pipeline import stack as S  # noqa: E402
 from pipeline.config import DpSgdDefense  # noqa: E402
 from pipeline.defenses import dp_sgd  # noqa: E402
 from pipeline.defenses.base import TrainingJob  # noqa: E402
-from pipeline.tf_runtime import tf  # noqa: E402
+from pipeline.core.tf_runtime import tf  # noqa: E402
 
 SETTINGS = "mlp:1,mlp:16,mlp:64,cnn:1,cnn:16,cnn:64"
 N_PER_MODEL, BATCH, LR = 350, 32, 1e-3

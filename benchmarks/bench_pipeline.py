@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.sandbox import make_sandbox
+from pipeline.tools.sandbox import make_sandbox
 
 COLD_GOAL_S, ATTACK_RERUN_GOAL_S, NOOP_GOAL_S = 90.0, 15.0, 3.0
 

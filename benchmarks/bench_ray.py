@@ -9,7 +9,7 @@ tasks on a 2-CPU local cluster. On a 2-core machine this measures Ray's
 overhead (worker start-up, TensorFlow import per worker, object
 transfer), not a speed-up: both rows have the same two cores. The per
 shard time is what the cost model of the README's "Scaling out" section
-scales. Ray runs in a private network namespace (see `pipeline.ray_cluster`).
+scales. Ray runs in a private network namespace (see `pipeline.tools.ray_cluster`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-from pipeline.ray_cluster import private_network  # noqa: E402
+from pipeline.tools.ray_cluster import private_network  # noqa: E402
 
 
 def measure(models: int, shard_size: int) -> None:
     import numpy as np
 
-    from pipeline.attacker import ModelSet, train_reference
+    from pipeline.training.attacker import ModelSet, train_reference
     from pipeline.config import ComputeParams, DataParams
-    from pipeline.data import load_dataset, make_splits
+    from pipeline.datasets.loaders import load_dataset
+    from pipeline.datasets.splits import make_splits
     from pipeline.defenses.base import train_undefended
     from pipeline.stack import Architecture, Recipe
 
@@ -64,7 +65,7 @@ def main() -> None:
         measure(args.models, args.shard_size)
         return
     inner = [sys.executable, __file__, "--inside", "--models", str(args.models), "--shard-size", str(args.shard_size)]
-    command = private_network([sys.executable, "-m", "pipeline.ray_cluster", "--num-cpus", "2", "--", *inner])
+    command = private_network([sys.executable, "-m", "pipeline.tools.ray_cluster", "--num-cpus", "2", "--", *inner])
     sys.exit(subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env={**os.environ}).returncode)
 
 

@@ -119,7 +119,7 @@ def row_batched(cfg: Config) -> Row:
 def row_sequential(cfg: Config) -> Row:
     """K separate Keras models, built, compiled and fit one after another."""
     from pipeline.stack import keras_model
-    from pipeline.tf_runtime import keras
+    from pipeline.core.tf_runtime import keras
 
     data = digits_problem(cfg)
     arch, recipe = architecture_and_recipe(cfg)
@@ -146,7 +146,7 @@ def row_sequential(cfg: Config) -> Row:
 
 def row_matmul_peak(cfg: Config) -> Row:
     """The machine's float32 matmul rate: best of a few large tf.matmul calls."""
-    from pipeline.tf_runtime import tf
+    from pipeline.core.tf_runtime import tf
 
     best = 0.0
     sizes = (1024, 2048) if cfg.k <= 8 else (2048, 4096)
@@ -165,7 +165,7 @@ def row_matmul_peak(cfg: Config) -> Row:
 
 def _median_ms(fn: Callable[[], object], repeats: int = 20) -> float:
     """Median ms of `repeats` calls of a traced function after one warm-up call (results fetched)."""
-    from pipeline.tf_runtime import tf
+    from pipeline.core.tf_runtime import tf
 
     times = []
     for i in range(repeats + 1):
@@ -186,7 +186,7 @@ def row_epoch_profile(cfg: Config) -> Row:
     """
     from pipeline.stack import Trainer, init_weights
     from pipeline.stack.optimizer import FusedAdam
-    from pipeline.tf_runtime import tf
+    from pipeline.core.tf_runtime import tf
 
     data = digits_problem(cfg)
     arch, recipe = architecture_and_recipe(cfg)

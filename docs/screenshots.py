@@ -1,4 +1,4 @@
-"""Make the README's MLflow UI screenshots with the browser-test harness (`pipeline.ui_check`).
+"""Make the README's MLflow UI screenshots with the browser-test harness (`pipeline.tools.ui_check`).
 
 In a throwaway copy of the project it runs two experiments with
 `dvc exp run -S ...` (default params, two defenses, the second with another
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.sandbox import PROJECT, make_sandbox
-from pipeline.ui_check import (
+from pipeline.tools.sandbox import PROJECT, make_sandbox
+from pipeline.tools.ui_check import (
     browser_available,
     chromium,
     expand_summary,

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 FOUR_SHADOW_ATTACKS = ("lira_offline", "rmia_offline")  # leave-one-out calibration over shadows
 RESERVED_TARGET_NAMES = ("undefended", "target")  # plots/roc/undefended.csv, plots/training/target.json

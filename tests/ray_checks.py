@@ -1,4 +1,4 @@
-"""Checks of `pipeline.compute` on a real Ray cluster, run by tests/test_ray_backend.py inside one.
+"""Checks of `pipeline.training.compute` on a real Ray cluster, run by tests/test_ray_backend.py inside one.
 
 Run as a script (its tasks are pickled by value, so Ray's workers need
 not import this file), it prints one JSON object: what each check saw.
@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.compute import run_shards
+from pipeline.training.compute import run_shards
 from pipeline.config import ComputeParams
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 
 def _square(shared: int, shard: int) -> int:

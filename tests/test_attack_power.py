@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.attacker import ModelSet, train_reference, train_shadows
+from pipeline.training.attacker import ModelSet, train_reference, train_shadows
 from pipeline.attacks.registry import get_attack
 from pipeline.config import AttackParams, DataParams
-from pipeline.data import load_dataset, make_splits
+from pipeline.datasets.loaders import load_dataset
+from pipeline.datasets.splits import make_splits
 from pipeline.defenses.base import train_undefended
-from pipeline.evaluation import evaluate
-from pipeline.models import train_target
-from pipeline.signals import target_signals
+from pipeline.measures.roc import evaluate
+from pipeline.training.target import train_target
+from pipeline.core.signals import target_signals
 from pipeline.stack import Architecture, Recipe
-from pipeline.types import AttackInput
+from pipeline.core.types import AttackInput
 
 
 def test_online_lira_beats_loss_attack_at_low_fpr() -> None:

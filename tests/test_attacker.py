@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.attacker import ModelSet, train_reference, train_shadows
+from pipeline.training.attacker import ModelSet, train_reference, train_shadows
 from pipeline.config import DataParams, DpSgdDefense
-from pipeline.data import load_dataset, make_splits
+from pipeline.datasets.loaders import load_dataset
+from pipeline.datasets.splits import make_splits
 from pipeline.defenses.base import DefendedModels, TrainingJob, train_undefended
 from pipeline.defenses.registry import trainer_for
-from pipeline.models import train_target
+from pipeline.training.target import train_target
 from pipeline.stack import Architecture, Recipe
 
 PARAMS = DataParams(n_members=60, n_test=30, n_shadow_pool=140, n_defender_reference=12)

@@ -12,16 +12,16 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from pipeline.attacks import ATTACK_NAMES
-from pipeline.attacks._signals import correct, log1m_softmax, log_softmax, log_true_prob, phi
+from pipeline.attacks.statistics import correct, log1m_softmax, log_softmax, log_true_prob, phi
 from pipeline.attacks.lira import gaussian_fit, lira_online_scores
 from pipeline.attacks.metric import class_thresholds, confidence, neg_entropy, neg_modified_entropy
 from pipeline.attacks.registry import REGISTRY, get_attack
 from pipeline.attacks.rmia import A_GRID, log_likelihood_ratio, rmia_scores, tune_offline_a
 from pipeline.attacks.shadow_classifier import AttackModel
 from pipeline.config import AttackParams, ShadowClassifierParams
-from pipeline.errors import PipelineError
-from pipeline.evaluation import best_threshold, evaluate, roc, tpr_at_fpr
-from pipeline.types import AttackInput, Signals
+from pipeline.core.errors import PipelineError
+from pipeline.measures.roc import best_threshold, evaluate, roc, tpr_at_fpr
+from pipeline.core.types import AttackInput, Signals
 
 FAST_MLP = {"classifier": "mlp", "hidden_units": 16, "epochs": 30, "batch_size": 64}
 
@@ -461,7 +461,7 @@ def test_auto_classifier_keeps_the_family_best_on_held_out_shadows():
     each family is forced, and that family's objective must be the largest.
     """
     from pipeline.config import SHADOW_CLASSIFIER_FAMILIES
-    from pipeline.evaluation import shadow_objective
+    from pipeline.measures.roc import shadow_objective
 
     data = make_input(n_shadows=4, gap=3.0)
     for tune_for in ("auc", "tpr_at_1pct_fpr"):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.audit import Audit, false_positive_grid, roc_on_grid
-from pipeline.evaluation import roc
-from pipeline.types import AttackResult, AttackScores
+from pipeline.attacks.audit import Audit
+from pipeline.measures.roc_grid import false_positive_grid, roc_on_grid
+from pipeline.measures.roc import roc
+from pipeline.core.types import AttackResult, AttackScores
 
 
 def _audit(scores: np.ndarray, is_member: np.ndarray) -> Audit:
@@ -24,7 +25,7 @@ def test_each_point_is_the_best_tpr_with_at_most_that_many_false_positives() -> 
     rng = np.random.default_rng(0)
     is_member = np.r_[np.ones(350, bool), np.zeros(350, bool)]
     scores = rng.normal(is_member * 0.8, 1.0)
-    table = roc_on_grid(_audit(scores, is_member))
+    table = roc_on_grid(_audit(scores, is_member).results)
     curve = roc(scores, is_member)
     assert table["fpr"][0] == 1 / 350
     for fpr, tpr in zip(table["fpr"], table["a"]):

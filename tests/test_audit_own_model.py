@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.sandbox import PROJECT, make_sandbox
+from pipeline.tools.sandbox import PROJECT, make_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def _train_model(x: np.ndarray, y: np.ndarray, path: Path) -> None:
     """An overfitted model of an architecture the batched trainer does not cover, saved as the user would."""
     code = f"""
 import numpy as np
-from pipeline.tf_runtime import keras
+from pipeline.core.tf_runtime import keras
 keras.utils.set_random_seed(0)
 data = np.load({str(path.with_suffix('.npz'))!r})
 model = keras.Sequential([keras.Input(({D},)), keras.layers.Dense(64, activation="relu"),
@@ -100,7 +100,7 @@ def test_dvc_repro_audits_exactly_the_given_model(audited: tuple[Path, dict, np.
     data = np.load(root / "data/prepared/dataset.npz")
     np.testing.assert_array_equal(data["x"], x)  # features exactly as given: nothing standardised
 
-    from pipeline.tf_runtime import keras
+    from pipeline.core.tf_runtime import keras
 
     model = keras.saving.load_model(root / "data/raw/model.keras")
     outputs = np.load(root / "data/target/outputs.npz")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from pipeline.audit import choose_headline, evaluate_all, headline_epsilon_bound
-from pipeline.bounds import choose_rule, epsilon_lower_bound
-from pipeline.evaluation import roc
-from pipeline.types import AttackResult, AttackScores
+from pipeline.attacks.audit import choose_headline, evaluate_all, headline_epsilon_bound
+from pipeline.measures.bounds import choose_rule, epsilon_lower_bound
+from pipeline.measures.roc import roc
+from pipeline.core.types import AttackResult, AttackScores
 
 EPSILON = 1.0
 N = 1000  # members and as many non-members, in the target and in the calibration

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from pipeline import stack as S
-from pipeline.canaries import canary_sources, coins, make_canaries
-from pipeline.canary_audit import canary_job, draw_canaries, gradient_canaries, score_run
+from pipeline.canaries.records import canary_sources, coins, make_canaries
+from pipeline.canaries.audit import canary_job, draw_canaries, gradient_canaries, score_run
 from pipeline.config import DpSgdDefense
 from pipeline.defenses import dp_sgd as D
 from pipeline.defenses.base import train_undefended
-from pipeline.errors import PipelineError
-from pipeline.types import Dataset, Splits
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import Dataset, Splits
 
 
 def _data(n: int = 240, d: int = 32, classes: int = 3, seed: int = 0) -> tuple[Dataset, Splits]:
@@ -64,7 +64,7 @@ def test_the_canary_run_trains_on_the_members_and_the_included_canaries_only() -
 
 def test_an_undefended_model_that_memorises_its_canaries_is_caught_black_box() -> None:
     """Mislabeled canaries a wide MLP fits: their released loss tells included from excluded ones."""
-    from pipeline.canary_audit import audit_run
+    from pipeline.canaries.audit import audit_run
 
     dataset, splits = _data()
     canaries = draw_canaries(dataset, splits, "mislabeled", 150, seed=2)
@@ -122,7 +122,7 @@ def test_gradient_canaries_enter_each_step_at_the_plans_rate_and_noise(noise_mul
 
 
 def _summary(scores: np.ndarray, included: np.ndarray, accounted: float | None) -> dict:
-    from pipeline.canary_audit import CanaryRun, audit_run, audit_summary
+    from pipeline.canaries.audit import CanaryRun, audit_run, audit_summary
 
     plan = {"dp_noise_multiplier": 3.0, "dp_sampling_rate": 0.1, "dp_steps": 100.0, "dp_clip_norm": 1.0}
     run = CanaryRun({"white_box": (scores, included)}, {"test_accuracy": 0.9, **plan})
@@ -130,7 +130,7 @@ def _summary(scores: np.ndarray, included: np.ndarray, accounted: float | None) 
 
 
 def test_a_bound_above_the_accounted_epsilon_is_flagged_loudly() -> None:
-    from pipeline.report import canary_section, dp_section
+    from pipeline.reporting.markdown import canary_section, dp_section
 
     rng = np.random.default_rng(0)
     included = rng.random(1000) < 0.5

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipeline.config import flatten, load_params, parse_params
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 DEFAULT = yaml.safe_load(open("params.yaml"))
 

@@ -25,8 +25,8 @@ from pipeline.config import AdversarialRegularizationDefense, EarlyStoppingDefen
 from pipeline.defenses import early_stopping, relaxloss, selena
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
 from pipeline.defenses.registry import train_models
-from pipeline.errors import PipelineError
-from pipeline.tf_runtime import keras, tf
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import keras, tf
 
 ARCH = S.Architecture("mlp", (20,), 5, hidden_units=128)
 RECIPE = S.Recipe(epochs=60, batch_size=32, learning_rate=3e-3)

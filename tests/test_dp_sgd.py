@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import dp_accounting as A
+from pipeline.measures import accounting as A
 from pipeline import stack as S
 from pipeline.config import DpSgdDefense
 from pipeline.defenses import dp_sgd as D
 from pipeline.defenses.base import TrainingJob
 from pipeline.defenses.registry import train_models
-from pipeline.errors import PipelineError
-from pipeline.evaluation import roc
-from pipeline.tf_runtime import tf
+from pipeline.core.errors import PipelineError
+from pipeline.measures.roc import roc
+from pipeline.core.tf_runtime import tf
 
 MLP = S.Architecture("mlp", (6,), 3, hidden_units=5)
 CNN = S.Architecture("cnn", (6, 6, 2), 3, hidden_units=5, conv_filters=(3, 4))

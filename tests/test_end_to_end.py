@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.sandbox import PROJECT, make_sandbox
+from pipeline.tools.sandbox import PROJECT, make_sandbox
 
 TINY = yaml.safe_load((PROJECT / "presets/tiny.yaml").read_text())  # the "tiny" preset, applied by dvc exp run
 ATTACK_STAGES = {"train_attack", "attack_defense@dropout", "attack_defense@dp_sgd", "attack_defense@memguard"}
@@ -86,7 +86,7 @@ def _metrics(root: Path) -> dict[str, str]:
 
 def test_the_tiny_preset_runs_the_whole_pipeline_as_one_experiment(project: tuple[Path, dict]) -> None:
     root, env = project
-    result = _run([sys.executable, "-m", "pipeline.presets", "run", "tiny", "-n", "tiny"], root, env)
+    result = _run([sys.executable, "-m", "pipeline.tools.presets", "run", "tiny", "-n", "tiny"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert _deep_update(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY) == params  # exactly the preset
     assert "tiny" in _run(["dvc", "exp", "list", "--name-only"], root, env).stdout
@@ -180,7 +180,7 @@ def test_the_mlflow_ui_shows_the_audit_in_a_real_browser(project: tuple[Path, di
     """
     import urllib.request
 
-    from pipeline import ui_check
+    from pipeline.tools import ui_check
 
     if not ui_check.browser_available():
         if os.environ.get("CI"):

@@ -1,4 +1,4 @@
-"""Known-answer tests of pipeline.evaluation on hand-made scores."""
+"""Known-answer tests of pipeline.measures.roc on hand-made scores."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from pipeline.bounds import choose_rule, clopper_pearson, epsilon_lower_bound
-from pipeline.evaluation import FPR_LEVELS, best_threshold, evaluate, metrics_to_dict, most_exposed, roc, tpr_at_fpr
-from pipeline.types import AttackResult, AttackScores
+from pipeline.measures.bounds import choose_rule, clopper_pearson, epsilon_lower_bound
+from pipeline.measures.roc import FPR_LEVELS, best_threshold, evaluate, metrics_to_dict, most_exposed, roc, tpr_at_fpr
+from pipeline.core.types import AttackResult, AttackScores
 
 
 def scores(members, nonmembers, labels=None) -> AttackScores:
@@ -199,7 +199,7 @@ def test_epsilon_bound_also_counts_an_attack_that_spots_non_members() -> None:
 
 
 def test_ppv_at_a_prior_is_not_measurable_without_a_false_positive():
-    from pipeline.evaluation import ppv_at_prior
+    from pipeline.measures.roc import ppv_at_prior
 
     assert ppv_at_prior(0.1, 0.01, 0.01) == pytest.approx(0.001 / (0.001 + 0.0099))
     assert ppv_at_prior(0.1, 0.01, 0.1) == pytest.approx(0.01 / (0.01 + 0.009))

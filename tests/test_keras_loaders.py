@@ -28,15 +28,15 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from pipeline.sandbox import PROJECT
+from pipeline.tools.sandbox import PROJECT
 
 OFFLINE_PROXY = "http://127.0.0.1:9"
 LOAD = """
 import json, sys
 import numpy as np
 from pipeline.config import DataParams
-from pipeline.data import load_dataset
-from pipeline.errors import PipelineError
+from pipeline.datasets.loaders import load_dataset
+from pipeline.core.errors import PipelineError
 out, results = sys.argv[1], {}
 for name in sys.argv[2:]:
     try:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataParams
-from pipeline.data import load_dataset, make_splits
-from pipeline.errors import PipelineError
-from pipeline.members import rows_from_column, rows_from_index_file
+from pipeline.datasets.loaders import load_dataset
+from pipeline.datasets.splits import make_splits
+from pipeline.core.errors import PipelineError
+from pipeline.datasets.members import rows_from_column, rows_from_index_file
 
 
 def test_marker_columns_read_numbers_booleans_and_words() -> None:

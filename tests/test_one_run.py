@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from pipeline.dp_accounting import epsilon
-from pipeline.one_run import audit, epsilon_lower_bound, guess, p_value
+from pipeline.measures.accounting import epsilon
+from pipeline.measures.one_run import audit, epsilon_lower_bound, guess, p_value
 
 
 def randomized_response(eps: float, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

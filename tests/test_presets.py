@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline.config import parse_params
-from pipeline.errors import PipelineError
-from pipeline.presets import PRESETS, applied, arguments, available, overrides
-from pipeline.sandbox import PROJECT
+from pipeline.core.errors import PipelineError
+from pipeline.tools.presets import PRESETS, applied, arguments, available, overrides
+from pipeline.tools.sandbox import PROJECT
 
 DATASET_ROWS = {"digits": 1797, "mnist": 70000, "cifar10": 60000}
 

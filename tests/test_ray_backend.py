@@ -1,7 +1,7 @@
 """The Ray backend on a real local Ray cluster: same params, same bits; retries; one-line failures.
 
 Each test starts a Ray head with 2 CPUs (2 workers) through
-`pipeline.ray_cluster`, inside a private network namespace that holds
+`pipeline.tools.ray_cluster`, inside a private network namespace that holds
 only loopback (Ray's servers listen on every interface of their
 namespace), and stops it by its process group when the command ends.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.presets import applied, overrides
-from pipeline.ray_cluster import private_network
-from pipeline.sandbox import PROJECT, make_sandbox
+from pipeline.tools.presets import applied, overrides
+from pipeline.tools.ray_cluster import private_network
+from pipeline.tools.sandbox import PROJECT, make_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def _in_cluster(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.fail("the Ray tests need util-linux's unshare and iproute2's ip (.ci/run installs them)")
-    wrapped = private_network([sys.executable, "-m", "pipeline.ray_cluster", "--num-cpus", "2", "--", *command])
+    wrapped = private_network([sys.executable, "-m", "pipeline.tools.ray_cluster", "--num-cpus", "2", "--", *command])
     return subprocess.run(wrapped, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -67,7 +67,7 @@ def test_lost_workers_are_retried_and_failing_shards_are_one_line(tmp_path: Path
 
 def test_the_local_backend_does_not_import_ray() -> None:
     code = (
-        "import sys; from pipeline.compute import run_shards; from pipeline.config import ComputeParams; "
+        "import sys; from pipeline.training.compute import run_shards; from pipeline.config import ComputeParams; "
         "assert run_shards(lambda s, k: s + k, 1, [1, 2], ComputeParams(), 'x') == [2, 3]; "
         "import pipeline.stages.train_shadows, pipeline.stages.defend; print('ray' in sys.modules)"
     )

@@ -7,8 +7,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from pipeline import stack as S
-from pipeline.errors import PipelineError
-from pipeline.tf_runtime import keras
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import keras
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +283,7 @@ def test_dropout_masks_are_independent_and_inverted():
     examples is the no-dropout output (inverted scaling by 1/(1-rate)).
     Without a seed (inference) the output is deterministic.
     """
-    from pipeline.tf_runtime import tf
+    from pipeline.core.tf_runtime import tf
 
     arch = S.Architecture("mlp", (5,), 3, hidden_units=64)
     w = [np.repeat(a, 2, axis=0) for a in S.init_weights(arch, 1, np.random.default_rng(0))]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.sandbox import PROJECT
+from pipeline.tools.sandbox import PROJECT
 
 MODULE_REF = re.compile(r"^(pipeline(?:\.\w+)+)(?::\w+)?$")
 LIGHT_STAGES = ("prepare", "build_attack_dataset", "train_attack", "report")  # never import TensorFlow
@@ -137,11 +137,11 @@ def test_light_stages_do_not_import_tensorflow(name: str) -> None:
     _, tf = runtime_imports(module)
     assert not tf
     if name != "prepare":  # prepare loads TensorFlow only for the Keras downloaders
-        assert "pipeline/tf_runtime.py" not in static_closure(module)
+        assert "pipeline/core/tf_runtime.py" not in static_closure(module)
 
 
 def test_an_undeclared_import_is_caught(tmp_path: Path) -> None:
     """The scan follows an import that exists only inside a function body."""
     closure = static_closure("pipeline.stages.report")
-    assert "pipeline/tf_runtime.py" not in closure
-    assert "pipeline/tf_runtime.py" in static_closure("pipeline.data")  # Keras downloaders, imported lazily
+    assert "pipeline/core/tf_runtime.py" not in closure
+    assert "pipeline/core/tf_runtime.py" in static_closure("pipeline.datasets.loaders")  # Keras downloaders, imported lazily

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import parse_params
-from pipeline.errors import PipelineError
-from pipeline.io import TEMP_PREFIX, staged_outputs, staged_path, sweep_stale_temporaries, write_json, write_text
-from pipeline.processes import StageInterrupted, interrupts_raise_stage_interrupted
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import TEMP_PREFIX, staged_outputs, staged_path, sweep_stale_temporaries, write_json, write_text
+from pipeline.core.processes import StageInterrupted, interrupts_raise_stage_interrupted
 from pipeline.stages.common import ScopedParams
 
 
@@ -90,13 +90,13 @@ def test_booleans_are_not_numbers_and_numbers_are_not_booleans(raw: dict, key: s
 def test_orphaned_runs_are_marked_killed(tmp_path: Path) -> None:
     import mlflow
 
-    from pipeline.tracking import stage_run
+    from pipeline.core.tracking import stage_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from pipeline.tracking import stage_run\n"
+        "from pipeline.core.tracking import stage_run\n"
         "with stage_run('train_target', 'e', Path(sys.argv[1]), {}):\n"
         "    os.kill(os.getpid(), 9)\n"
     )
@@ -130,7 +130,7 @@ def test_exponent_floats_without_a_dot_load_as_numbers(tmp_path: Path) -> None:
 
 
 def test_interrupts_during_the_commit_of_outputs_are_ignored() -> None:
-    from pipeline.processes import interrupts_ignored
+    from pipeline.core.processes import interrupts_ignored
 
     with interrupts_raise_stage_interrupted():
         with interrupts_ignored():

@@ -11,11 +11,11 @@ import pytest
 from pipeline.config import DropoutDefense, EnsembleDefense, MemGuardDefense, ModelParams
 from pipeline.defenses.base import TrainingJob
 from pipeline.defenses.registry import train_models
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.stack import Recipe, released_logits, stack_logits, to_keras, train_stack
-from pipeline.tf_runtime import keras
-from pipeline.types import Dataset
-from pipeline.user_model import batched_design, check_fits, design, load_model_file
+from pipeline.core.tf_runtime import keras
+from pipeline.core.types import Dataset
+from pipeline.training.user_model import batched_design, check_fits, design, load_model_file
 
 D, C = 6, 3
 

@@ -6,7 +6,7 @@ attack, which is therefore not registered a second time.
 
 `run_augmentation` (``label_only_augmentation``, Choquette-Choo et al.
 2021): score = the share of perturbed copies of a point (shifts for
-images, noise for tabular rows; `pipeline.augment`) whose predicted label
+images, noise for tabular rows; `pipeline.training.augment`) whose predicted label
 is still right. The stages that hold the models saved these label queries
 as robustness arrays, one per perturbation setting (one for images, one
 per noise scale for tabular rows). The setting is chosen, and the
@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pipeline.attacks._signals import correct, make_result, score_with, shadow_scores
+from pipeline.attacks.statistics import correct, make_result, score_with, shadow_scores
 from pipeline.config import AttackParams
-from pipeline.errors import PipelineError
-from pipeline.types import AttackInput, AttackResult
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import AttackInput, AttackResult
 
 
 def run_gap(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
@@ -31,7 +31,7 @@ def run_gap(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
 
 def run_augmentation(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
     if data.shadow_robustness is None or data.target_robustness is None:
-        raise PipelineError("attack.enabled: label_only_augmentation needs robustness arrays (pipeline.augment)")
+        raise PipelineError("attack.enabled: label_only_augmentation needs robustness arrays (pipeline.training.augment)")
     settings = [shadow_scores(robust, data.shadow) for robust in data.shadow_robustness]
     best = int(np.argmax([roc_auc_score(s.is_member, s.scores) for s in settings]))
     return make_result("label_only_augmentation", data, data.target_robustness[best][0], settings[best])

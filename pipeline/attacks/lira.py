@@ -30,10 +30,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from pipeline.attacks._signals import make_result, phi, pseudo_target_scores
+from pipeline.attacks.statistics import make_result, phi, pseudo_target_scores
 from pipeline.config import AttackParams
-from pipeline.errors import PipelineError
-from pipeline.types import AttackInput, AttackResult
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import AttackInput, AttackResult
 
 _MIN_VARIANCE = 1e-12
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.attacks._signals import (
+from pipeline.attacks.statistics import (
     Statistic,
     log1m_softmax,
     log_softmax,
@@ -36,8 +36,8 @@ from pipeline.attacks._signals import (
     shadow_scores,
 )
 from pipeline.config import AttackParams
-from pipeline.evaluation import best_threshold
-from pipeline.types import AttackInput, AttackResult, AttackScores
+from pipeline.measures.roc import best_threshold
+from pipeline.core.types import AttackInput, AttackResult, AttackScores
 
 
 def confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -32,10 +32,10 @@ import logging
 import numpy as np
 from scipy.special import logsumexp
 
-from pipeline.attacks._signals import log_true_prob, make_result, pseudo_target_scores
+from pipeline.attacks.statistics import log_true_prob, make_result, pseudo_target_scores
 from pipeline.config import AttackParams
-from pipeline.evaluation import shadow_objective
-from pipeline.types import AttackInput, AttackResult, AttackScores
+from pipeline.measures.roc import shadow_objective
+from pipeline.core.types import AttackInput, AttackResult, AttackScores
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.attacks._signals import make_result, softmax
+from pipeline.attacks.statistics import make_result, softmax
 from pipeline.config import SHADOW_CLASSIFIER_FAMILIES, AttackParams, ShadowClassifierParams
-from pipeline.evaluation import shadow_objective
-from pipeline.types import AttackInput, AttackResult, AttackScores
+from pipeline.measures.roc import shadow_objective
+from pipeline.core.types import AttackInput, AttackResult, AttackScores
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 Features = Callable[[np.ndarray], np.ndarray]

@@ -7,9 +7,9 @@ labelled by its `keep` row.
 
 from __future__ import annotations
 
-from pipeline.attacks._signals import log_true_prob, score_with
+from pipeline.attacks.statistics import log_true_prob, score_with
 from pipeline.config import AttackParams
-from pipeline.types import AttackInput, AttackResult
+from pipeline.core.types import AttackInput, AttackResult
 
 
 def run_loss(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:

@@ -40,7 +40,7 @@ import numpy as np
 
 from pipeline.config import AdversarialRegularizationDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.stack import (
     Architecture,
     Batch,
@@ -55,7 +55,7 @@ from pipeline.stack import (
     init_weights,
     validate,
 )
-from pipeline.tf_runtime import tf
+from pipeline.core.tf_runtime import tf
 
 __all__ = ["INFERENCE_HIDDEN", "inference_logits", "train"]
 

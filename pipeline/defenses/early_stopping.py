@@ -31,8 +31,8 @@ import numpy as np
 
 from pipeline.config import EarlyStoppingDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.errors import PipelineError
-from pipeline.seeding import rng_for
+from pipeline.core.errors import PipelineError
+from pipeline.core.seeding import rng_for
 from pipeline.stack import PerModelEarlyStopping, TrainedStack, train_stack
 
 __all__ = ["validation_split", "train"]

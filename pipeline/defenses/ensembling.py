@@ -38,10 +38,10 @@ from scipy.special import log_softmax, logsumexp
 
 from pipeline.config import EnsembleDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob
-from pipeline.errors import PipelineError
-from pipeline.seeding import rng_for
+from pipeline.core.errors import PipelineError
+from pipeline.core.seeding import rng_for
 from pipeline.stack import TrainedStack, stack_logits, to_keras, train_stack
-from pipeline.tf_runtime import keras
+from pipeline.core.tf_runtime import keras
 
 __all__ = ["split_parts", "ensemble_log_probs", "mean_history", "ensemble_network", "train"]
 

@@ -79,7 +79,7 @@ from scipy.special import log_softmax
 
 from pipeline.config import LabelOnlyDefense, MemGuardDefense, RoundingDefense, TopKDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, train_plain
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.stack import TrainedStack, stack_logits, to_keras
 
 __all__ = [

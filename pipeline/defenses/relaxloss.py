@@ -31,7 +31,7 @@ from __future__ import annotations
 from pipeline.config import RelaxLossDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
 from pipeline.stack import Batch, LossFn, train_stack
-from pipeline.tf_runtime import tf
+from pipeline.core.tf_runtime import tf
 
 __all__ = ["flattened_targets", "relaxloss_objective", "train"]
 

@@ -39,8 +39,8 @@ from scipy.special import softmax
 
 from pipeline.config import SelenaDefense
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.errors import PipelineError
-from pipeline.seeding import derive_seed, rng_for
+from pipeline.core.errors import PipelineError
+from pipeline.core.seeding import derive_seed, rng_for
 from pipeline.stack import TrainedStack, stack_logits, train_stack
 
 __all__ = ["exclusion_matrix", "SplitAI", "split_ai", "soft_labels", "train"]

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.tf_runtime import tf
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import tf
 
 __all__ = ["StackCallback", "PerModelEarlyStopping"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from pipeline.tf_runtime import tf
+from pipeline.core.tf_runtime import tf
 
 __all__ = ["grouped_gradients_supported", "grouped_conv", "grouped_filter_gradient"]
 

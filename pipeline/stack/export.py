@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.stack.clones import clone_network
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack
-from pipeline.tf_runtime import keras
+from pipeline.core.tf_runtime import keras
 
 __all__ = ["keras_model", "to_keras", "keras_logits"]
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pipeline.stack.conv import grouped_conv
 from pipeline.stack.spec import Architecture, is_kernel
-from pipeline.tf_runtime import tf
+from pipeline.core.tf_runtime import tf
 
 __all__ = ["Layer", "forward", "forward_layers", "per_example_loss", "l2_term"]
 

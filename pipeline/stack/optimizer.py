@@ -10,7 +10,7 @@ checks the weights against keras `fit` step for step.
 
 from __future__ import annotations
 
-from pipeline.tf_runtime import tf
+from pipeline.core.tf_runtime import tf
 
 __all__ = ["FusedAdam"]
 

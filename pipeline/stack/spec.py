@@ -13,8 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.tf_runtime import tf
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import tf
 
 __all__ = [
     "Architecture",

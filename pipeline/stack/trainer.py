@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.stack.callbacks import StackCallback
 from pipeline.stack.forward import forward, l2_term, per_example_loss
 from pipeline.stack.inference import evaluate
@@ -39,7 +39,7 @@ from pipeline.stack.optimizer import FusedAdam
 from pipeline.stack.progress import progress_bar
 from pipeline.stack.clones import train_clones
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack, init_weights, require_batched, validate
-from pipeline.tf_runtime import tf
+from pipeline.core.tf_runtime import tf
 
 __all__ = [
     "Batch",
@@ -72,7 +72,7 @@ class Batch:
     step: tf.Tensor
 
 
-LossFn = Callable[[Batch], tf.Tensor]
+LossFn = Callable[[Batch], "tf.Tensor"]
 """A per-model training objective: Batch -> (K,), minimised (the trainer adds L2).
 
 Model k's entry may depend on model k's slice of the batch only (the

@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.audit import Audit, dp_violation_counts, roc_on_grid
-from pipeline.io import write_json, write_npz, write_text
-from pipeline.report import HEADLINE, roc_csv, roc_figure
+from pipeline.attacks.audit import Audit, dp_violation_counts
+from pipeline.core.io import write_json, write_npz, write_text
+from pipeline.measures.roc_grid import roc_csv, roc_on_grid
 from pipeline.stages.common import PLOTS
-from pipeline.types import AttackInput
+from pipeline.core.types import AttackInput
+
+PRINTED = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr")  # each attack's line in the stage's output
 
 
 def record_audit(
@@ -38,7 +40,7 @@ def record_audit(
             if count:
                 print(f"WARNING: {name} breaks the DP guarantee at {count} ROC point(s): this means a bug", file=sys.stderr)
     write_json(metrics_file, metrics)
-    table = roc_on_grid(audit)
+    table = roc_on_grid(audit.results)
     write_text(PLOTS / "roc" / f"{target_name}.csv", roc_csv(table))
     if scores_file is not None:
         write_npz(
@@ -50,9 +52,8 @@ def record_audit(
         )
     for name, values in metrics.items():
         run_log.log_metrics({f"{name}.{key}": value for key, value in values.items()})
-    run_log.log_figure(roc_figure({target_name: table}), "roc.png")
     for name, values in metrics.items():
-        print(f"  {target_name} / {name}: " + ", ".join(f"{k} {_fmt(values.get(k))}" for k in HEADLINE))
+        print(f"  {target_name} / {name}: " + ", ".join(f"{k} {_fmt(values.get(k))}" for k in PRINTED))
     return metrics
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.canary_audit import canary_job, draw_canaries, gradient_canaries, score_run
+from pipeline.canaries.audit import canary_job, draw_canaries, gradient_canaries, score_run
 from pipeline.defenses.dp_sgd import train_with_canaries
 from pipeline.defenses.registry import trainer_for
-from pipeline.dp_accounting import epsilon
-from pipeline.errors import PipelineError
-from pipeline.seeding import derive_seed
+from pipeline.measures.accounting import epsilon
+from pipeline.core.errors import PipelineError
+from pipeline.core.seeding import derive_seed
 from pipeline.stages.audit_canaries import PARAMS, record
 from pipeline.stages.common import RUNS, ScopedParams, load_prepared, main, tracked
 from pipeline.stages.trained_models import target_design

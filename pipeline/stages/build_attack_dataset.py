@@ -10,8 +10,8 @@ on data it was fit on. No model is loaded here.
 
 from __future__ import annotations
 
-from pipeline.io import write_json, write_npz
-from pipeline.signals import attack_input_to_arrays
+from pipeline.core.io import write_json, write_npz
+from pipeline.core.signals import attack_input_to_arrays
 from pipeline.stages.common import (
     ATTACK_DATASET_FILE,
     METRICS,
@@ -27,7 +27,7 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.types import AttackInput
+from pipeline.core.types import AttackInput
 
 PARAMS = ("mlflow.experiment",)
 

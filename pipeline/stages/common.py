@@ -17,11 +17,11 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline.config import Params, flatten, load_params
-from pipeline.errors import PipelineError
-from pipeline.io import load_npz, staged_outputs, sweep_stale_temporaries, write_json, write_npz
-from pipeline.processes import StageInterrupted, interrupts_raise_stage_interrupted
-from pipeline.signals import SIGNAL_FIELDS, target_signals
-from pipeline.types import Dataset, Signals, Splits
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import load_npz, staged_outputs, sweep_stale_temporaries, write_json, write_npz
+from pipeline.core.processes import StageInterrupted, interrupts_raise_stage_interrupted
+from pipeline.core.signals import SIGNAL_FIELDS, target_signals
+from pipeline.core.types import Dataset, Signals, Splits
 
 ROOT = Path(".")
 PREPARED = ROOT / "data" / "prepared"
@@ -129,7 +129,7 @@ def tracked(
 
     On success its id goes to `run_file` (data/runs/<stage>.json).
     """
-    from pipeline.tracking import stage_run
+    from pipeline.core.tracking import stage_run
 
     values = params.declared_values() if logged is None else logged
     with stage_run(stage, params.mlflow.experiment, ROOT.resolve(), values, run_name=run_name, tags=tags) as run:

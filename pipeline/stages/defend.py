@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.attacker import ModelSet, train_reference, train_shadows
+from pipeline.training.attacker import ModelSet, train_reference, train_shadows
 from pipeline.defenses.registry import trainer_for
-from pipeline.errors import PipelineError
-from pipeline.io import write_npz
-from pipeline.models import train_target
-from pipeline.seeding import derive_seed
-from pipeline.signals import attack_input_to_arrays, target_signals
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import write_npz
+from pipeline.training.target import train_target
+from pipeline.core.seeding import derive_seed
+from pipeline.core.signals import attack_input_to_arrays, target_signals
 from pipeline.stages.common import (
     ATTACK_DATASET_FILE,
     DEFENSES,
@@ -34,7 +34,7 @@ from pipeline.stages.common import (
     tracked,
 )
 from pipeline.stages.trained_models import log_model, query_target, save_target, target_design
-from pipeline.types import AttackInput
+from pipeline.core.types import AttackInput
 
 
 def params_for(name: str) -> tuple[str, ...]:

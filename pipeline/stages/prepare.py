@@ -14,9 +14,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.data import load_dataset, make_splits, raw_file, standardized, validate_dataset
-from pipeline.io import atomic_path, write_json
-from pipeline.seeding import rng_for
+from pipeline.datasets.loaders import load_dataset, raw_file, validate_dataset
+from pipeline.datasets.splits import make_splits, standardized
+from pipeline.core.io import atomic_path, write_json
+from pipeline.core.seeding import rng_for
 from pipeline.stages.common import AUDITED_MODEL, METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, log_split_inputs, main, tracked
 
 PARAMS = ("seed", "data", "target.model", "mlflow.experiment")
@@ -28,7 +29,7 @@ def run(params: ScopedParams) -> None:
         audited = params.target.model
         copies = None
         if audited is not None:  # TensorFlow is imported only to check a given model against its data
-            from pipeline.user_model import check_fits, describe, load_model_file
+            from pipeline.training.user_model import check_fits, describe, load_model_file
 
             model_file = raw_file(audited, "target.model", ROOT)
             model = load_model_file(model_file, audited)

@@ -16,22 +16,13 @@ import os
 from pathlib import Path
 
 from pipeline.config import flatten
-from pipeline.evaluation import most_exposed
-from pipeline.html_report import html_page
-from pipeline.io import atomic_path, load_npz, read_json, read_text, staged_path, write_json, write_text
-from pipeline.report import (
-    attack_rows,
-    audit_tags,
-    build_table,
-    canary_figure,
-    frontier_csv,
-    headline_metrics,
-    highlighted_attacks,
-    markdown,
-    parse_roc_csv,
-    privacy_utility_figure,
-    roc_figure,
-)
+from pipeline.measures.roc import most_exposed
+from pipeline.reporting.html import html_page
+from pipeline.core.io import atomic_path, load_npz, read_json, read_text, staged_path, write_json, write_text
+from pipeline.measures.roc_grid import parse_roc_csv
+from pipeline.reporting.figures import canary_figure, highlighted_attacks, privacy_utility_figure, roc_figure
+from pipeline.reporting.markdown import markdown
+from pipeline.reporting.table import attack_rows, audit_tags, build_table, frontier_csv, headline_metrics
 from pipeline.stages.common import (
     METRICS,
     PLOTS,
@@ -45,7 +36,7 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.types import AttackScores
+from pipeline.core.types import AttackScores
 
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
 UPSTREAM = (
@@ -72,7 +63,7 @@ def _most_exposed(attack: str) -> list[dict]:
 
 def _register_targets(table: dict, experiment: str) -> None:
     """Each audited target in the Model Registry as `<experiment>.<target>`, its audit headline as version tags."""
-    from pipeline.tracking import register_model
+    from pipeline.core.tracking import register_model
 
     for name, row in table.items():
         run_file = RUNS / ("train_target.json" if name == "undefended" else f"defend-{name}.json")
@@ -95,7 +86,7 @@ def _save_figure(figure: object, path: Path) -> bytes:
 
 
 def run(params: ScopedParams) -> None:
-    from pipeline.tracking import nest_stage_runs
+    from pipeline.core.tracking import nest_stage_runs
 
     with tracked(
         "report", params, SUMMARY_RUN, _summary_name(), {"summary": "true"}, logged=flatten(params.whole_file())

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.attacks.shadow_classifier import seed_style_accuracy
-from pipeline.audit import headline_summary, run_attacks
-from pipeline.io import load_npz, read_json, write_json
-from pipeline.seeding import derive_seed
-from pipeline.signals import ATTACK_INPUT_KEYS, attack_input_from_arrays
+from pipeline.attacks.audit import headline_summary, run_attacks
+from pipeline.core.io import load_npz, read_json, write_json
+from pipeline.core.seeding import derive_seed
+from pipeline.core.signals import ATTACK_INPUT_KEYS, attack_input_from_arrays
 from pipeline.stages.attack_outputs import record_audit
 from pipeline.stages.common import ATTACK_DATASET_FILE, DEFENSES, METRICS, ROOT, RUNS, ScopedParams, main, tracked
 

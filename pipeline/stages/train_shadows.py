@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.attacker import train_shadows
-from pipeline.io import write_json
-from pipeline.signals import shadow_accuracy
+from pipeline.training.attacker import train_shadows
+from pipeline.core.io import write_json
+from pipeline.core.signals import shadow_accuracy
 from pipeline.stages.common import (
     METRICS,
     SHADOWS,

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.attacker import ModelSet, robustness_signal
+from pipeline.training.attacker import ModelSet, robustness_signal
 from pipeline.config import ComputeParams, ModelParams
 from pipeline.defenses.base import train_undefended
-from pipeline.io import atomic_path, write_json, write_npz
-from pipeline.models import TrainedTarget, architecture_for, recipe_for
+from pipeline.core.io import atomic_path, write_json, write_npz
+from pipeline.training.target import TrainedTarget, architecture_for, recipe_for
 from pipeline.stack import Architecture, Recipe
 from pipeline.stages.common import AUDITED_MODEL, OUTPUTS_FILE, history_rows, log_split_inputs
-from pipeline.tf_runtime import keras, tf
-from pipeline.types import Dataset, Splits
-from pipeline.user_model import design, load_model_file
+from pipeline.core.tf_runtime import keras, tf
+from pipeline.core.types import Dataset, Splits
+from pipeline.training.user_model import design, load_model_file
 
 
 def save_target(folder: Path, target: TrainedTarget, run_log: object, metrics_file: Path, curves_file: Path) -> None:

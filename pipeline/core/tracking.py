@@ -1,0 +1,265 @@
+"""The only module that talks to MLflow.
+
+By default runs go to an embedded SQLite store, `mlflow.db` in the project
+root, with artifacts in `mlartifacts/`; `MLFLOW_TRACKING_URI` points them
+at a tracking server instead. A stage that DVC runs in a temporary copy
+(`dvc exp run --queue` or `--temp`) logs to the original project's store.
+Each stage logs one run; the report stage's run is the summary that the
+other stage runs are nested under.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pipeline.core.processes import StageInterrupted, pid_alive
+
+PARENT_TAG = "mlflow.parentRunId"
+PID_TAG, HOST_TAG = "pid", "host"
+# MLflow 3's experiment kind: "custom_model_development" makes the UI treat the
+# experiment as classic model training rather than a GenAI app.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def _store_root(root: Path) -> Path:
+    """The project whose default store `root` logs to: DVC's `DVC_ROOT` when `root` is one of its temporary copies.
+
+    Queued and `--temp` experiments run in `<project>/.dvc/tmp/exps/...`,
+    which DVC deletes afterwards, with `DVC_ROOT` naming the project.
+    """
+    project = os.environ.get("DVC_ROOT")
+    if project and root.resolve().is_relative_to((Path(project) / ".dvc" / "tmp").resolve()):
+        return Path(project).resolve()
+    return root.resolve()
+
+
+def tracking_uri(root: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite file in the project root (the original one for a DVC copy)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_store_root(root) / 'mlflow.db'}"
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _connect(experiment: str, root: Path) -> str:
+    """Point MLflow at the store and return the experiment's id, creating it once as a model-training experiment.
+
+    An experiment created earlier without the kind tag gets it here.
+    """
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
+    mlflow.set_tracking_uri(tracking_uri(root))
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        return found.experiment_id
+    location = None
+    if tracking_uri(root).startswith("sqlite:"):
+        location = (_store_root(root) / "mlartifacts").as_uri()
+    return mlflow.create_experiment(
+        experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+    )
+
+
+def experiment_runs_url(experiment: str, root: Path, base_url: str) -> str:
+    """The UI's address of the experiment's training runs (the experiment is created if missing)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{_connect(experiment, root)}/runs"
+
+
+class StageRun:
+    """Logging helpers bound to one active MLflow run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log the numeric entries; None ("not measurable") is left out, not logged as 0."""
+        import mlflow
+
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        if numeric:
+            mlflow.log_metrics(numeric, step=step)
+
+    def log_history(self, history: dict[str, np.ndarray]) -> None:
+        """Per-epoch curves: one metric per key, one step per epoch."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), stamp, step)
+            for key, values in history.items()
+            for step, value in enumerate(np.asarray(values).reshape(-1))
+        ]
+        mlflow.MlflowClient().log_batch(self.run_id, metrics=metrics)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_figure(figure, name)
+
+    def log_table(self, columns: dict[str, list[Any]], name: str) -> None:
+        """A table artifact (JSON, columns of equal length) that the UI shows and filters."""
+        import mlflow
+
+        mlflow.log_table(data=columns, artifact_file=name)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_dataset(self, x: np.ndarray, y: np.ndarray, name: str, source: str, context: str) -> None:
+        """Record a dataset this stage consumed, shown as the run's input."""
+        import mlflow
+        import mlflow.data
+
+        with warnings.catch_warnings():  # a local path matches two equivalent source types
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=name)
+        mlflow.log_input(dataset, context=context)
+
+    def log_keras_model(self, model: Any, example: np.ndarray, requirements: list[str], name: str = "model") -> None:
+        """Log a Keras model with its signature, `example` as its input example, and explicit pip `requirements`.
+
+        It goes through MLflow's TensorFlow flavour, which stores the Keras
+        model as is and loads back as a pyfunc: the Keras flavour (MLflow
+        3.17 and 3.18) fails to save an input example (it writes the file
+        before creating the model folder; mlflow/mlflow#16183). Giving the
+        requirements skips MLflow's inference of them, which costs seconds
+        per call.
+        """
+        import mlflow
+        import mlflow.tensorflow
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        mlflow.tensorflow.log_model(
+            model, name=name, signature=signature, input_example=example, pip_requirements=requirements
+        )
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    experiment: str,
+    root: Path,
+    params: dict[str, Any],
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[StageRun]:
+    """Open the run for one stage; it ends KILLED if the stage is interrupted, FAILED if the body raises.
+
+    Runs that a killed process left RUNNING are marked KILLED first.
+    """
+    import mlflow
+
+    experiment_id = _connect(experiment, root)
+    mark_orphans_killed(experiment_id)
+    all_tags = {
+        "stage": stage,
+        "git_commit": _git_commit(root),
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        **(tags or {}),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=all_tags)
+    try:
+        handle = StageRun(run.info.run_id)
+        handle.log_params(params)
+        yield handle
+    except StageInterrupted:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def mark_orphans_killed(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone (killed with SIGKILL, say)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname().replace("'", "")
+    running = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'", max_results=1000
+    )
+    orphans = [
+        run.info.run_id
+        for run in running
+        if run.data.tags.get(PID_TAG, "").isdigit() and not pid_alive(int(run.data.tags[PID_TAG]))
+    ]
+    for run_id in orphans:
+        client.set_terminated(run_id, status="KILLED")
+    return orphans
+
+
+def register_model(run_id: str, name: str, tags: dict[str, str]) -> str:
+    """Register the Keras model logged by run `run_id` as `name` (once per run) and set `tags` on that version.
+
+    A later `dvc repro` that reuses the same training run updates the tags
+    of its version instead of adding a version. Returns the version.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id]
+    version = existing[0].version if existing else mlflow.register_model(f"runs:/{run_id}/model", name).version
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return str(version)
+
+
+def nest_stage_runs(summary_run_id: str, stage_runs: dict[str, str]) -> dict[str, str]:
+    """Hang each stage run that has no parent yet under the summary run.
+
+    Runs of stages DVC skipped already belong to an earlier summary; they
+    are linked by tag only. Returns stage -> "ran" or "cached".
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    status = {}
+    for stage, run_id in stage_runs.items():
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            status[stage] = "missing"
+            continue
+        if PARENT_TAG in run.data.tags:
+            status[stage] = "cached"
+        else:
+            client.set_tag(run_id, PARENT_TAG, summary_run_id)
+            status[stage] = "ran"
+        key = stage.replace("@", ":")  # MLflow tag names may not contain '@'
+        client.set_tag(summary_run_id, f"stage_run.{key}", run_id)
+        client.set_tag(summary_run_id, f"stage_status.{key}", status[stage])
+    return status

@@ -1,0 +1,1 @@
+"""The report: the results table, Markdown, figures and the self-contained HTML page."""

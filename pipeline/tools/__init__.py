@@ -1,0 +1,1 @@
+"""Command helpers and test harnesses that no stage imports."""
