@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from sklearn.datasets import load_digits  # noqa: E402
 
 from pipeline import stack as S  # noqa: E402
-from pipeline.config import DpSgdDefense  # noqa: E402
+from pipeline.defenses.dp_sgd import DpSgdDefense  # noqa: E402
 from pipeline.defenses import dp_sgd  # noqa: E402
 from pipeline.defenses.base import TrainingJob  # noqa: E402
 from pipeline.core.tf_runtime import tf  # noqa: E402

@@ -7,9 +7,8 @@ the key (for example ``defenses.l2.weight``) and the value that was given.
 from __future__ import annotations
 
 import re
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,7 +26,6 @@ from pydantic import (
 
 from pipeline.core.errors import PipelineError
 
-FOUR_SHADOW_ATTACKS = ("lira_offline", "rmia_offline")  # leave-one-out calibration over shadows
 RESERVED_TARGET_NAMES = ("undefended", "target")  # plots/roc/undefended.csv, plots/training/target.json
 
 
@@ -40,18 +38,20 @@ def _even(value: int) -> int:
 EvenCount = Annotated[StrictInt, AfterValidator(_even)]  # attacker models come in disjoint pairs
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A params block: unknown keys are errors, values frozen (numbers strict where the field says so)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MlflowParams(_Strict):
+class MlflowParams(StrictModel):
     """The experiment runs go to; `register_models` also registers every audited target in the Model Registry."""
 
     experiment: str = Field("membership-inference", min_length=1)
     register_models: StrictBool = False
 
 
-class DataParams(_Strict):
+class DataParams(StrictModel):
     dataset: Literal["digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10"] = "digits"
     path: str | None = None
     label_column: str = "label"
@@ -101,7 +101,7 @@ class DataParams(_Strict):
         return self
 
 
-class ModelParams(_Strict):
+class ModelParams(StrictModel):
     """Architecture and training recipe; shadows copy the target's."""
 
     model: str | None = None  # a trained .keras file under data/raw/ to audit instead of training one
@@ -120,17 +120,17 @@ class ModelParams(_Strict):
         return value
 
 
-class ShadowParams(_Strict):
+class ShadowParams(StrictModel):
     n_models: EvenCount = Field(8, ge=2)
 
 
-class ReferenceParams(_Strict):
+class ReferenceParams(StrictModel):
     """Reference models of online attacks: each trained on one half of the candidates, like the target."""
 
     n_models: EvenCount = Field(8, ge=4)
 
 
-class ComputeParams(_Strict):
+class ComputeParams(StrictModel):
     """Where the attacker's models train: shards of `shard_size` models, here in turn or as Ray tasks.
 
     One shard trains with its set's own seed (so results do not depend on
@@ -144,71 +144,54 @@ class ComputeParams(_Strict):
     max_retries: StrictInt = Field(2, ge=0)
 
 
-SHADOW_CLASSIFIER_FAMILIES = ("mlp", "gradient_boosting", "random_forest", "logistic_regression")
-
-
-class ShadowClassifierParams(_Strict):
-    """The attack classifier: `auto` picks the family on held-out shadow models; MLP settings apply to `mlp`."""
-
-    per_class: StrictBool = True
-    classifier: Literal["auto", "mlp", "gradient_boosting", "random_forest", "logistic_regression"] = "auto"
-    hidden_units: StrictInt = Field(64, gt=0)
-    epochs: StrictInt = Field(30, gt=0)
-    batch_size: StrictInt = Field(32, gt=0)
-    learning_rate: StrictFloat = Field(1e-3, gt=0)
-
-
-class MetricAttackParams(_Strict):
-    """Song & Mittal metric attacks: one threshold per true class, or one global."""
-
-    class_dependent: StrictBool = True
-
-
-class LiraParams(_Strict):
-    """LiRA: a variance pooled over all points (IN and OUT apart, online) or one per point."""
-
-    fixed_variance: StrictBool = True
-
-
-class RmiaParams(_Strict):
-    """RMIA: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows, for `attack.tune_for`."""
-
-    gamma: StrictFloat = Field(1.0, ge=1)
-    offline_a: StrictFloat | None = Field(None, ge=0, le=1)
-
-
-class AttackParams(_Strict):
-    """Enabled attacks, their settings, and `tune_for`: what every choice made on shadow data maximises.
+class AttackSettings(StrictModel):
+    """Which attacks run, and `tune_for`: what every choice made on shadow data maximises.
 
     `tune_for` drives RMIA's `a`, the shadow classifier's model family and
     the headline attack of each target, all chosen on shadow data only.
+    The attacks' own blocks (`attack.lira`, `attack.rmia`, ...) and the
+    names in `enabled` are checked against the attack registry by
+    `pipeline.checks` and the attack stages, so this schema, which every
+    stage reads, names no attack.
     """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     enabled: tuple[str, ...] = ("shadow_classifier", "loss_threshold")
     tune_for: Literal["tpr_at_1pct_fpr", "auc"] = "tpr_at_1pct_fpr"
-    shadow_classifier: ShadowClassifierParams = ShadowClassifierParams()
-    metric: MetricAttackParams = MetricAttackParams()
-    lira: LiraParams = LiraParams()
-    rmia: RmiaParams = RmiaParams()
 
     @field_validator("enabled")
     @classmethod
-    def _known_attacks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from pipeline.attacks import ATTACK_NAMES
-
+    def _listed_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("list at least one attack")
-        unknown = [name for name in value if name not in ATTACK_NAMES]
-        if unknown:
-            raise ValueError(
-                f"unknown attack {unknown[0]!r}; known attacks: {', '.join(ATTACK_NAMES)}"
-            )
         if len(set(value)) != len(value):
             raise ValueError(f"each attack may be listed once (got {list(value)})")
         return value
 
+    def blocks(self) -> dict[str, Any]:
+        """The attacks' own settings blocks, as written (validated by the attack registry)."""
+        return dict(self.model_extra or {})
 
-class DefenseSettings(_Strict):
+
+class DefenseBlock(StrictModel):
+    """`defenses.<name>`: its `type`; the other keys are that defense's own settings.
+
+    They are validated by the defense's class (`pipeline.defenses.registry`),
+    so this schema names no defense.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+    def settings(self) -> dict[str, Any]:
+        """The whole block as written, `type` included."""
+        return {"type": self.type, **(self.model_extra or {})}
+
+
+
+class DefenseSettings(StrictModel):
     """Which configured defenses run (each becomes a stage defend@<name>), and how they are attacked."""
 
     adaptive: StrictBool = True
@@ -222,160 +205,7 @@ class DefenseSettings(_Strict):
         return value
 
 
-class DropoutDefense(_Strict):
-    """Dropout after the hidden layer (the report's Dropout(0.5))."""
-
-    type: Literal["dropout"]
-    rate: StrictFloat = Field(0.5, gt=0, lt=1)
-
-
-class L2Defense(_Strict):
-    """L2 weight penalty on every kernel."""
-
-    type: Literal["l2"]
-    weight: StrictFloat = Field(1e-3, gt=0)
-
-
-class LabelSmoothingDefense(_Strict):
-    """Train on smoothed one-hot labels, which caps the confidence on members."""
-
-    type: Literal["label_smoothing"]
-    smoothing: StrictFloat = Field(0.1, gt=0, lt=1)
-
-
-class EarlyStoppingDefense(_Strict):
-    """Stop when the loss on a validation split carved from the members stops falling."""
-
-    type: Literal["early_stopping"]
-    validation_fraction: StrictFloat = Field(0.2, gt=0, lt=1)
-    patience: StrictInt = Field(3, ge=1)
-
-
-class DpSgdDefense(_Strict):
-    """DP-SGD: per-example clipping, Gaussian noise, Poisson sampling; epsilon accounted.
-
-    Give exactly one of `noise_multiplier` and `target_epsilon` (sigma is
-    then calibrated). `epochs`, `batch_size` (the expected Poisson batch)
-    and `learning_rate` default to the target's. `randomness`: "seeded"
-    draws the Poisson sampling and the noise from the run's seed
-    (reproducible, but the noise is predictable from params.yaml);
-    "secure" draws both from the operating system's secure source
-    (os.urandom), so runs do not reproduce.
-    """
-
-    type: Literal["dp_sgd"]
-    noise_multiplier: StrictFloat | None = Field(1.0, gt=0)
-    target_epsilon: StrictFloat | None = Field(None, gt=0)
-    delta: StrictFloat = Field(1e-5, gt=0, lt=1)
-    clip_norm: StrictFloat = Field(1.0, gt=0)
-    accountant: Literal["rdp", "pld"] = "rdp"
-    epochs: StrictInt | None = Field(None, gt=0)
-    batch_size: StrictInt | None = Field(None, gt=0)
-    learning_rate: StrictFloat | None = Field(None, gt=0)
-    randomness: Literal["seeded", "secure"] = "seeded"
-
-    @model_validator(mode="after")
-    def _one_noise_source(self) -> "DpSgdDefense":
-        if (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError(
-                "give exactly one of noise_multiplier and target_epsilon (set the other to null) "
-                f"(got noise_multiplier={self.noise_multiplier}, target_epsilon={self.target_epsilon})"
-            )
-        return self
-
-
-class AdversarialRegularizationDefense(_Strict):
-    """Nasr et al. 2018: min-max training against an inference model on reference data."""
-
-    type: Literal["adversarial_regularization"]
-    alpha: StrictFloat = Field(1.0, gt=0)
-    inference_steps: StrictInt = Field(1, ge=1)
-
-
-class SelenaDefense(_Strict):
-    """SELENA (Tang et al. 2022): Split-AI soft labels, then self-distillation."""
-
-    type: Literal["selena"]
-    n_submodels: StrictInt = Field(8, ge=2)
-    n_excluded: StrictInt = Field(4, ge=1)
-
-    @model_validator(mode="after")
-    def _some_submodels_train(self) -> "SelenaDefense":
-        if self.n_excluded >= self.n_submodels:
-            raise ValueError(
-                f"n_excluded must be below n_submodels (got n_excluded={self.n_excluded}, "
-                f"n_submodels={self.n_submodels})"
-            )
-        return self
-
-
-class RelaxLossDefense(_Strict):
-    """RelaxLoss (Chen et al. 2022): keep the training loss near `alpha`, not at 0."""
-
-    type: Literal["relaxloss"]
-    alpha: StrictFloat = Field(0.5, gt=0)
-
-
-class MemGuardDefense(_Strict):
-    """MemGuard-style: perturb the confidence vector, never the predicted label."""
-
-    type: Literal["memguard"]
-    budget: StrictFloat = Field(0.5, gt=0, le=2)
-
-
-class TopKDefense(_Strict):
-    """Release only the k largest probabilities."""
-
-    type: Literal["top_k"]
-    k: StrictInt = Field(1, ge=1)
-
-
-class RoundingDefense(_Strict):
-    """Release probabilities rounded to `decimals` places."""
-
-    type: Literal["rounding"]
-    decimals: StrictInt = Field(1, ge=0)
-
-
-class LabelOnlyDefense(_Strict):
-    """Release the predicted label only."""
-
-    type: Literal["label_only"]
-
-
-class EnsembleDefense(_Strict):
-    """The report's ensembling: models on disjoint parts of the members, outputs averaged."""
-
-    type: Literal["ensemble"]
-    n_models: StrictInt = Field(4, ge=2)
-
-
-Defense = Annotated[
-    Union[
-        DropoutDefense,
-        L2Defense,
-        LabelSmoothingDefense,
-        EarlyStoppingDefense,
-        DpSgdDefense,
-        AdversarialRegularizationDefense,
-        SelenaDefense,
-        RelaxLossDefense,
-        MemGuardDefense,
-        TopKDefense,
-        RoundingDefense,
-        LabelOnlyDefense,
-        EnsembleDefense,
-    ],
-    Field(discriminator="type"),
-]
-
-
-DEFENSE_TYPES = tuple(
-    typing.get_args(model.model_fields["type"].annotation)[0] for model in typing.get_args(typing.get_args(Defense)[0])
-)
-
-
-class CanaryParams(_Strict):
+class CanaryParams(StrictModel):
     """The one-run canary audit (Steinke, Nasr and Jagielski 2023) of the undefended target and `defenses`.
 
     `n` canaries of `kind` (and, for DP-SGD, `n` gradient canaries), each
@@ -403,7 +233,7 @@ class CanaryParams(_Strict):
         return self
 
 
-class Params(_Strict):
+class Params(StrictModel):
     seed: StrictInt = Field(42, ge=0)
     mlflow: MlflowParams = MlflowParams()
     data: DataParams = DataParams()
@@ -411,9 +241,9 @@ class Params(_Strict):
     shadows: ShadowParams = ShadowParams()
     reference: ReferenceParams = ReferenceParams()
     compute: ComputeParams = ComputeParams()
-    attack: AttackParams = AttackParams()
+    attack: AttackSettings = AttackSettings()
     defense: DefenseSettings = DefenseSettings()
-    defenses: dict[str, Defense] = Field(default_factory=dict)
+    defenses: dict[str, DefenseBlock] = Field(default_factory=dict)
     canaries: CanaryParams = CanaryParams()
 
     @model_validator(mode="after")
@@ -450,26 +280,6 @@ class Params(_Strict):
             )
         return self
 
-    @model_validator(mode="after")
-    def _reference_for_adversarial_regularization(self) -> "Params":
-        for name in self.defense.run:
-            if self.defenses[name].type == "adversarial_regularization" and self.data.n_defender_reference < 1:
-                raise ValueError(
-                    f"data.n_defender_reference: defense {name!r} (adversarial_regularization) needs "
-                    f"defender reference data (got {self.data.n_defender_reference})"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _enough_shadows(self) -> "Params":
-        needs_four = [a for a in self.attack.enabled if a in FOUR_SHADOW_ATTACKS]
-        if needs_four and self.shadows.n_models < 4:
-            raise ValueError(
-                f"shadows.n_models: {needs_four[0]} needs at least 4 shadow models "
-                f"(got {self.shadows.n_models})"
-            )
-        return self
-
     @field_validator("defenses")
     @classmethod
     def _stage_names(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -484,19 +294,11 @@ class Params(_Strict):
         return value
 
 
-def _location(loc: tuple) -> str:
-    """Dotted key path; drops the tag pydantic inserts for a defense's `type`."""
-    parts = [str(part) for part in loc]
-    if len(parts) > 2 and parts[0] == "defenses" and parts[2] in DEFENSE_TYPES:
-        del parts[2]
-    return ".".join(parts)
-
-
-def _format(error: ValidationError, source: str) -> str:
-    """One line per problem: `params.yaml: key.path: message (got value)`."""
+def describe_errors(error: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per problem, `source: key.path: message (got value)`; `prefix` is the validated block's own key."""
     lines = []
     for item in error.errors():
-        loc = _location(item["loc"])
+        loc = ".".join([prefix] * bool(prefix) + [str(part) for part in item["loc"]])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
@@ -515,7 +317,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise PipelineError(_format(error, source)) from None
+        raise PipelineError(describe_errors(error, source)) from None
 
 
 class _Yaml12Floats(yaml.SafeLoader):

@@ -14,9 +14,9 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from pipeline import stack as S
-from pipeline.config import DpSgdDefense
 from pipeline.defenses import dp_sgd
 from pipeline.defenses.base import TrainingJob
+from pipeline.defenses.dp_sgd import DpSgdDefense
 
 
 def main(out: str) -> None:

@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.training.compute import run_shards
 from pipeline.config import ComputeParams
 from pipeline.core.errors import PipelineError
+from pipeline.training.compute import run_shards
 
 
 def _square(shared: int, shard: int) -> int:

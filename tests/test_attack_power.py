@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.training.attacker import ModelSet, train_reference, train_shadows
-from pipeline.attacks.registry import get_attack
-from pipeline.config import AttackParams, DataParams
+from pipeline.attacks.registry import attack_params, get_attack
+from pipeline.config import DataParams
+from pipeline.core.signals import target_signals
+from pipeline.core.types import AttackInput
 from pipeline.datasets.loaders import load_dataset
 from pipeline.datasets.splits import make_splits
 from pipeline.defenses.base import train_undefended
 from pipeline.measures.roc import evaluate
-from pipeline.training.target import train_target
-from pipeline.core.signals import target_signals
 from pipeline.stack import Architecture, Recipe
-from pipeline.core.types import AttackInput
+from pipeline.training.attacker import ModelSet, train_reference, train_shadows
+from pipeline.training.target import train_target
 
 
 def test_online_lira_beats_loss_attack_at_low_fpr() -> None:
@@ -37,7 +37,7 @@ def test_online_lira_beats_loss_attack_at_low_fpr() -> None:
     candidates = target_signals(target.observe(dataset.x[splits.candidates]), dataset, splits)
     data = AttackInput(shadow, candidates, on_candidates, reference)
 
-    params = AttackParams(enabled=("lira_online", "loss_threshold"))
+    params = attack_params({"enabled": ["lira_online", "loss_threshold"]})
     online = evaluate(get_attack("lira_online")(data, params, 0))
     loss = evaluate(get_attack("loss_threshold")(data, params, 0))
     assert online.tpr_at_fpr[0.01] is not None  # 250 non-members measure 1% FPR

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.training.attacker import ModelSet, train_reference, train_shadows
-from pipeline.config import DataParams, DpSgdDefense
+from pipeline.config import DataParams
 from pipeline.datasets.loaders import load_dataset
 from pipeline.datasets.splits import make_splits
 from pipeline.defenses.base import DefendedModels, TrainingJob, train_undefended
-from pipeline.defenses.registry import trainer_for
-from pipeline.training.target import train_target
+from pipeline.defenses.dp_sgd import DpSgdDefense
 from pipeline.stack import Architecture, Recipe
+from pipeline.training.attacker import ModelSet, train_reference, train_shadows
+from pipeline.training.target import train_target
 
 PARAMS = DataParams(n_members=60, n_test=30, n_shadow_pool=140, n_defender_reference=12)
 RECIPE = Recipe(epochs=1, batch_size=16, learning_rate=1e-3)
@@ -62,7 +62,7 @@ def test_every_attacker_model_trains_on_as_many_points_with_as_much_defender_dat
 def test_dp_sgd_attacker_models_get_the_targets_noise_and_steps(setup) -> None:
     """Under DP-SGD the plan depends on n: matched sizes give the same sigma, q and steps."""
     dataset, splits, arch = setup
-    train = trainer_for(DpSgdDefense(type="dp_sgd", noise_multiplier=None, target_epsilon=3.0))
+    train = DpSgdDefense(type="dp_sgd", noise_multiplier=None, target_epsilon=3.0).train
     infos = []
 
     def recording(job: TrainingJob) -> DefendedModels:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.attacks.audit import Audit
-from pipeline.measures.roc_grid import false_positive_grid, roc_on_grid
-from pipeline.measures.roc import roc
 from pipeline.core.types import AttackResult, AttackScores
+from pipeline.measures.roc import roc
+from pipeline.measures.roc_grid import false_positive_grid, roc_on_grid
 
 
 def _audit(scores: np.ndarray, is_member: np.ndarray) -> Audit:

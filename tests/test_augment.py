@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from pipeline.training.augment import N_NOISE, NOISE_SCALES, robustness, robustness_by_setting, variant_settings
+from pipeline.training.augment import (
+    N_NOISE,
+    NOISE_SCALES,
+    robustness,
+    robustness_by_setting,
+    variant_settings,
+)
 
 
 def test_images_get_four_one_pixel_shifts() -> None:

@@ -16,9 +16,9 @@ import pytest
 from scipy.stats import binom
 
 from pipeline.attacks.audit import choose_headline, evaluate_all, headline_epsilon_bound
+from pipeline.core.types import AttackResult, AttackScores
 from pipeline.measures.bounds import choose_rule, epsilon_lower_bound
 from pipeline.measures.roc import roc
-from pipeline.core.types import AttackResult, AttackScores
 
 EPSILON = 1.0
 N = 1000  # members and as many non-members, in the target and in the calibration

@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 
 from pipeline import stack as S
+from pipeline.canaries.audit import (
+    canary_job,
+    draw_canaries,
+    gradient_canaries,
+    score_run,
+)
 from pipeline.canaries.records import canary_sources, coins, make_canaries
-from pipeline.canaries.audit import canary_job, draw_canaries, gradient_canaries, score_run
-from pipeline.config import DpSgdDefense
-from pipeline.defenses import dp_sgd as D
-from pipeline.defenses.base import train_undefended
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import Dataset, Splits
+from pipeline.defenses import dp_sgd as D
+from pipeline.defenses.base import train_undefended
+from pipeline.defenses.dp_sgd import DpSgdDefense
 
 
 def _data(n: int = 240, d: int = 32, classes: int = 3, seed: int = 0) -> tuple[Dataset, Splits]:

@@ -1,10 +1,16 @@
-"""Params validation: each bad key or value gives one error that names it."""
+"""Params validation: each bad key or value gives one error that names it.
+
+`bad` runs what stage `validate` runs: the schema every stage reads
+(`config`) and the checks that need the attack and defense registries
+(`checks`).
+"""
 
 import copy
 
 import pytest
 import yaml
 
+from pipeline.checks import check
 from pipeline.config import flatten, load_params, parse_params
 from pipeline.core.errors import PipelineError
 
@@ -15,16 +21,36 @@ def bad(mutate) -> str:
     raw = copy.deepcopy(DEFAULT)
     mutate(raw)
     with pytest.raises(PipelineError) as info:
-        parse_params(raw)
+        check(parse_params(raw))
     message = str(info.value)
     assert "\n" not in message
     return message
 
 
 def test_default_params_are_valid() -> None:
-    params = load_params("params.yaml")
-    assert params.data.dataset == "digits"
-    assert set(params.defenses) >= {"dropout", "l2"}
+    checked = check(load_params("params.yaml"))
+    assert checked.params.data.dataset == "digits"
+    assert set(checked.defenses) >= {"dropout", "l2"}
+    assert checked.attack.lira.fixed_variance is True  # each attack family's block, typed
+
+
+def test_the_schema_every_stage_reads_names_no_attack_and_no_defense() -> None:
+    """So adding either edits no file a training stage depends on (the seams of dvc.yaml)."""
+    from pipeline.core.imports import static_closure
+    from pipeline.tools.sandbox import PROJECT
+
+    closure = static_closure(PROJECT, "pipeline.config")
+    assert not [f for f in closure if f.startswith(("pipeline/attacks/", "pipeline/defenses/"))]
+
+
+def test_several_problems_are_reported_together_one_line_each() -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["attack"]["enabled"] = ["psychic"]
+    raw["defenses"]["dropout"]["rate"] = 1.5
+    with pytest.raises(PipelineError) as info:
+        check(parse_params(raw))
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and "attack.enabled" in lines[0] and "defenses.dropout.rate" in lines[1]
 
 
 def test_unknown_top_level_key() -> None:
@@ -105,13 +131,15 @@ def test_canary_audits_name_defenses_that_run_and_fitting_guess_counts() -> None
     assert "canaries.kind" in message and "mislabeled" in message
 
 
-def test_every_configured_defense_type_has_an_implementation() -> None:
-    from pipeline.config import DEFENSE_TYPES
+def test_every_registered_defense_type_is_its_class_and_configured() -> None:
+    import typing
+
+    from pipeline.defenses.base import load_class
     from pipeline.defenses.registry import REGISTRY
 
-    types = set(DEFENSE_TYPES)
-    assert types == set(REGISTRY)
-    assert types == {d["type"] for d in DEFAULT["defenses"].values()}  # params.yaml shows each one
+    for kind, entry in REGISTRY.items():
+        assert typing.get_args(load_class(entry).model_fields["type"].annotation) == (kind,)
+    assert set(REGISTRY) == {d["type"] for d in DEFAULT["defenses"].values()}  # params.yaml shows each one
 
 
 def test_selena_needs_training_submodels() -> None:

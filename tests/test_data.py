@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataParams
-from pipeline.datasets.loaders import load_dataset
-from pipeline.datasets.splits import defender_mask, make_splits, paired_keep, standardized
 from pipeline.core.errors import PipelineError
-from pipeline.datasets.tabular import read_table
 from pipeline.core.types import Dataset
+from pipeline.datasets.loaders import load_dataset
+from pipeline.datasets.splits import (
+    defender_mask,
+    make_splits,
+    paired_keep,
+    standardized,
+)
+from pipeline.datasets.tabular import read_table
 
 
 def test_splits_are_disjoint_and_sized() -> None:
@@ -235,8 +240,8 @@ def test_npz_float_images_outside_unit_range_warn(tmp_path, capsys) -> None:
 
 def test_cnn_with_more_conv_blocks_than_the_image_allows() -> None:
     from pipeline.config import ModelParams
-    from pipeline.training.target import architecture_for
     from pipeline.core.types import Dataset
+    from pipeline.training.target import architecture_for
 
     dataset = Dataset(x=np.zeros((4, 8, 8, 1), np.float32), y=np.arange(4) % 2, n_classes=2, name="digits")
     assert architecture_for(dataset, ModelParams(architecture="cnn", conv_filters=(16, 32, 64))).conv_filters == (16, 32, 64)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import LabelOnlyDefense, MemGuardDefense, RoundingDefense, TopKDefense
 from pipeline.defenses import output as O
 from pipeline.defenses.base import TrainingJob
+from pipeline.defenses.output import (
+    LabelOnlyDefense,
+    MemGuardDefense,
+    RoundingDefense,
+    TopKDefense,
+)
 from pipeline.stack import Architecture, Recipe, keras_logits
 
 
@@ -200,10 +205,10 @@ def test_label_only_is_one_hot_of_argmax():
 
 
 DEFENSES = {
-    "memguard": (O.memguard, MemGuardDefense(type="memguard", budget=0.5)),
-    "top_k": (O.top_k, TopKDefense(type="top_k", k=2)),
-    "rounding": (O.rounding, RoundingDefense(type="rounding", decimals=1)),
-    "label_only": (O.label_only, LabelOnlyDefense(type="label_only")),
+    "memguard": MemGuardDefense(type="memguard", budget=0.5),
+    "top_k": TopKDefense(type="top_k", k=2),
+    "rounding": RoundingDefense(type="rounding", decimals=1),
+    "label_only": LabelOnlyDefense(type="label_only"),
 }
 
 
@@ -220,12 +225,12 @@ def job() -> TrainingJob:
 
 @pytest.mark.parametrize("name", DEFENSES)
 def test_train_wraps_the_plain_network(job, name):
-    train, defense = DEFENSES[name]
-    models = train(job, defense)
+    defense = DEFENSES[name]
+    models = defense.train(job)
     observed = models.observe(job.x)
     assert observed.shape == (2, 120, 3) and np.all(np.isfinite(observed))
     assert models.history["loss"].shape == (2, 3)
-    wrapper = O.release_transform(defense)
+    wrapper = defense.release
     for k in range(2):
         logits = keras_logits(models.network(k), job.x)
         np.testing.assert_array_equal(np.argmax(observed[k], -1), np.argmax(logits, -1))

@@ -21,12 +21,14 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_auc_score
 
 from pipeline import stack as S
-from pipeline.config import AdversarialRegularizationDefense, EarlyStoppingDefense, RelaxLossDefense, SelenaDefense
-from pipeline.defenses import early_stopping, relaxloss, selena
-from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
-from pipeline.defenses.registry import train_models
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_runtime import keras, tf
+from pipeline.defenses import early_stopping, relaxloss, selena
+from pipeline.defenses.adversarial import AdversarialRegularizationDefense
+from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack, train_plain
+from pipeline.defenses.early_stopping import EarlyStoppingDefense
+from pipeline.defenses.relaxloss import RelaxLossDefense
+from pipeline.defenses.selena import SelenaDefense
 
 ARCH = S.Architecture("mlp", (20,), 5, hidden_units=128)
 RECIPE = S.Recipe(epochs=60, batch_size=32, learning_rate=3e-3)
@@ -175,7 +177,7 @@ def test_early_stopping_stops_early_and_restores_best_weights(job, problem, monk
 
     monkeypatch.setattr(early_stopping, "train_stack", spy)
     defense = EarlyStoppingDefense(type="early_stopping", validation_fraction=0.2, patience=3)
-    defended = train_models(job, defense)
+    defended = defense.train(job)
 
     train_keep, val_keep = early_stopping.validation_split(job.keep, 0.2, job.seed)
     np.testing.assert_array_equal(seen["holdout"], val_keep)
@@ -199,7 +201,7 @@ def test_early_stopping_stops_early_and_restores_best_weights(job, problem, monk
 
 def test_early_stopping_models_stop_on_their_own(problem):
     """K=2: each model's curves end (NaN) after its own stop epoch; info averages them."""
-    defended = train_models(_halves_job(problem, epochs=60), EarlyStoppingDefense(type="early_stopping"))
+    defended = EarlyStoppingDefense(type="early_stopping").train(_halves_job(problem, epochs=60))
     curves = defended.history["holdout_loss"]
     trained = np.isfinite(curves).sum(axis=1)
     assert curves.shape[0] == 2 and trained.max() == curves.shape[1] < 60
@@ -249,7 +251,7 @@ def test_relaxloss_holds_member_loss_near_alpha_and_lowers_attack_auc(job, probl
     of 0.020 to 0.114 on four data seeds), so it must drop by at least 0.01.
     """
     alpha = 1.0
-    defended = train_models(job, RelaxLossDefense(type="relaxloss", alpha=alpha))
+    defended = RelaxLossDefense(type="relaxloss", alpha=alpha).train(job)
     relaxed = _exposure(defended, problem)
     assert plain["member"] < 0.1 * alpha
     assert 0.8 * alpha < relaxed["member"] < 1.2 * alpha
@@ -330,7 +332,7 @@ def test_split_ai_submodels_never_see_their_excluded_points(problem):
 
 def test_selena_shrinks_the_loss_gap(job, problem, plain):
     """Measured gap 0.06 vs plain 1.62 (at most 0.25 vs 1.58 on four data seeds)."""
-    defended = train_models(job, SelenaDefense(type="selena", n_submodels=8, n_excluded=4))
+    defended = SelenaDefense(type="selena", n_submodels=8, n_excluded=4).train(job)
     assert _exposure(defended, problem)["gap"] < 0.5 * plain["gap"]
     assert defended.info["selena_submodel_points"] == 100
     assert set(defended.history) == {"loss", "accuracy"}
@@ -345,7 +347,7 @@ def test_selena_shrinks_the_loss_gap(job, problem, plain):
 def test_adversarial_regularization_k2_runs_deterministically_and_exports(problem):
     job = _halves_job(problem, epochs=3)
     defense = AdversarialRegularizationDefense(type="adversarial_regularization", alpha=1.0, inference_steps=2)
-    a, b = train_models(job, defense), train_models(job, defense)
+    a, b = defense.train(job), defense.train(job)
     x = problem["x"][problem["non"]]
     np.testing.assert_array_equal(a.observe(x), b.observe(x))
     assert set(a.history) == {"loss", "accuracy", "inference_accuracy"}
@@ -362,7 +364,7 @@ def test_adversarial_regularization_needs_reference_points(problem, defender):
     if defender == "unequal":
         mask[0, np.flatnonzero(mask[0])[0]] = False
     with pytest.raises(PipelineError, match="defender mask"):
-        train_models(dataclasses.replace(job, defender=mask), AdversarialRegularizationDefense(type="adversarial_regularization"))
+        AdversarialRegularizationDefense(type="adversarial_regularization").train(dataclasses.replace(job, defender=mask))
 
 
 def test_adversarial_regularization_shrinks_the_loss_gap(job, problem, plain):
@@ -373,7 +375,7 @@ def test_adversarial_regularization_shrinks_the_loss_gap(job, problem, plain):
     attack AUC drops with it (0.675 vs 0.750).
     """
     defense = AdversarialRegularizationDefense(type="adversarial_regularization", alpha=2.0, inference_steps=1)
-    defended = train_models(job, defense)
+    defended = defense.train(job)
     defended_exposure = _exposure(defended, problem)
     assert defended_exposure["gap"] < 0.9 * plain["gap"], (defended_exposure, plain)
     assert defended_exposure["auc"] < plain["auc"]
@@ -398,5 +400,5 @@ def test_same_seed_same_weights(problem):
         RelaxLossDefense(type="relaxloss", alpha=1.5),
         SelenaDefense(type="selena", n_submodels=3, n_excluded=1),
     ):
-        first, second = train_models(job, defense).observe(x), train_models(job, defense).observe(x)
+        first, second = defense.train(job).observe(x), defense.train(job).observe(x)
         np.testing.assert_array_equal(first, second)

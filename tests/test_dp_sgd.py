@@ -8,15 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.measures import accounting as A
 from pipeline import stack as S
-from pipeline.config import DpSgdDefense
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import tf
 from pipeline.defenses import dp_sgd as D
 from pipeline.defenses.base import TrainingJob
-from pipeline.defenses.registry import train_models
-from pipeline.core.errors import PipelineError
+from pipeline.defenses.dp_sgd import DpSgdDefense
+from pipeline.measures import accounting as A
 from pipeline.measures.roc import roc
-from pipeline.core.tf_runtime import tf
 
 MLP = S.Architecture("mlp", (6,), 3, hidden_units=5)
 CNN = S.Architecture("cnn", (6, 6, 2), 3, hidden_units=5, conv_filters=(3, 4))
@@ -339,7 +338,7 @@ DIGIT_MLP = S.Architecture("mlp", (64,), 10, hidden_units=32)
 
 def test_training_is_seeded_and_reports_its_guarantee(digits):
     defense = DpSgdDefense(type="dp_sgd", noise_multiplier=1.1, clip_norm=0.8, epochs=3)
-    a = train_models(_job(digits, DIGIT_MLP, seed=5), defense)  # through the registry
+    a = defense.train(_job(digits, DIGIT_MLP, seed=5))  # as the defense stages train it
     b = D.train(_job(digits, DIGIT_MLP, seed=5), defense)
     c = D.train(_job(digits, DIGIT_MLP, seed=6), defense)
     wa, wb, wc = (np.concatenate([w.ravel() for w in m.network(1).get_weights()]) for m in (a, b, c))

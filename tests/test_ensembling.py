@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from pipeline.config import EnsembleDefense
+from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import keras
 from pipeline.defenses import ensembling as EN
 from pipeline.defenses.base import TrainingJob, from_stack, train_plain
-from pipeline.core.errors import PipelineError
+from pipeline.defenses.ensembling import EnsembleDefense
 from pipeline.stack import Architecture, Recipe
-from pipeline.core.tf_runtime import keras
 
 ARCH = Architecture("mlp", (64,), 10, hidden_units=64)
 

@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from pipeline.measures.bounds import choose_rule, clopper_pearson, epsilon_lower_bound
-from pipeline.measures.roc import FPR_LEVELS, best_threshold, evaluate, metrics_to_dict, most_exposed, roc, tpr_at_fpr
 from pipeline.core.types import AttackResult, AttackScores
+from pipeline.measures.bounds import choose_rule, clopper_pearson, epsilon_lower_bound
+from pipeline.measures.roc import (
+    FPR_LEVELS,
+    best_threshold,
+    evaluate,
+    metrics_to_dict,
+    most_exposed,
+    roc,
+    tpr_at_fpr,
+)
 
 
 def scores(members, nonmembers, labels=None) -> AttackScores:

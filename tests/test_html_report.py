@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from pipeline.reporting.html import html_page
 from pipeline.reporting.figures import highlighted_attacks
+from pipeline.reporting.html import html_page
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataParams
-from pipeline.datasets.loaders import load_dataset
-from pipeline.datasets.splits import make_splits
 from pipeline.core.errors import PipelineError
+from pipeline.datasets.loaders import load_dataset
 from pipeline.datasets.members import rows_from_column, rows_from_index_file
+from pipeline.datasets.splits import make_splits
 
 
 def test_marker_columns_read_numbers_booleans_and_words() -> None:

@@ -1,11 +1,14 @@
 """Each stage's `deps` and `params` in dvc.yaml are exactly what its code uses.
 
 Code: the project files a stage's module can import are found statically
-(every `import` anywhere in a file, function bodies included, and every
-"pipeline.x:func" string a registry loads by name), then checked in a fresh
-interpreter that really imports the module. That set must equal the
-pipeline/ files the stage declares (a declared folder stands for every .py
-file in it), so editing any module reruns exactly the stages that use it.
+(`pipeline.core.imports`: every `import` anywhere in a file, function bodies
+included, and every "pipeline.x:name" string a registry loads by name),
+then checked in a fresh interpreter that really imports the module. That
+set must equal the pipeline/ files the stage declares (a declared folder
+stands for every .py file in it), so editing any module reruns exactly the
+stages that use it; `python -m pipeline.tools.dvc_deps` writes them. A
+defense's own code reaches its stages through stage `validate`'s
+fingerprint of it (data/validated/defenses/<name>.json).
 
 Params: each stage module's PARAMS must equal its `params:` in dvc.yaml;
 at run time `common.ScopedParams` refuses reads outside them, and the
@@ -14,9 +17,7 @@ end-to-end test runs every stage with unread declared params made an error.
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,51 +25,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.core import imports
+from pipeline.tools import dvc_deps
 from pipeline.tools.sandbox import PROJECT
 
-MODULE_REF = re.compile(r"^(pipeline(?:\.\w+)+)(?::\w+)?$")
-LIGHT_STAGES = ("prepare", "build_attack_dataset", "train_attack", "report")  # never import TensorFlow
-
-
-def module_file(name: str) -> Path | None:
-    """The file of project module `name`, or None if it is not one."""
-    base = PROJECT.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _with_packages(name: str) -> list[str]:
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def _referenced_modules(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_REF.match(node.value):
-            names.add(MODULE_REF.match(node.value).group(1))
-    return {n for n in names if n.split(".")[0] == "pipeline"}
+LIGHT_STAGES = ("validate", "prepare", "build_attack_dataset", "train_attack", "report")  # never import TensorFlow
 
 
 def static_closure(module: str) -> set[str]:
-    """Project files (relative paths) that importing and running `module` can load."""
-    seen: set[Path] = set()
-    todo = [module]
-    while todo:
-        for name in _with_packages(todo.pop()):
-            path = module_file(name)
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            todo.extend(_referenced_modules(path))
-    return {str(p.relative_to(PROJECT)) for p in seen}
+    return imports.static_closure(PROJECT, module)
 
 
 def runtime_imports(module: str) -> tuple[set[str], bool]:
@@ -136,7 +101,7 @@ def test_light_stages_do_not_import_tensorflow(name: str) -> None:
     module = stage_module(stages()[name])
     _, tf = runtime_imports(module)
     assert not tf
-    if name != "prepare":  # prepare loads TensorFlow only for the Keras downloaders
+    if name not in ("prepare", "validate"):  # Keras downloaders; the defenses' classes beside their training code
         assert "pipeline/core/tf_runtime.py" not in static_closure(module)
 
 
@@ -145,3 +110,27 @@ def test_an_undeclared_import_is_caught(tmp_path: Path) -> None:
     closure = static_closure("pipeline.stages.report")
     assert "pipeline/core/tf_runtime.py" not in closure
     assert "pipeline/core/tf_runtime.py" in static_closure("pipeline.datasets.loaders")  # Keras downloaders, imported lazily
+
+
+def test_dvc_yaml_code_deps_are_generated_from_the_closures() -> None:
+    """dvc.yaml is what `python -m pipeline.tools.dvc_deps` writes: no hand edit drifts from the imports."""
+    text = (PROJECT / "dvc.yaml").read_text()
+    assert dvc_deps.updated(text) == text
+
+
+def test_folding_writes_a_package_as_its_folder_only_when_every_module_is_used() -> None:
+    everything = {str(p.relative_to(PROJECT)) for p in (PROJECT / "pipeline/stack").rglob("*.py")}
+    assert dvc_deps.folded(everything) == ["pipeline/stack"]
+    some = everything - {"pipeline/stack/conv.py"}
+    assert dvc_deps.folded(some) == sorted(some)
+
+
+def test_a_defense_fingerprint_covers_its_whole_closure_and_changes_with_it(tmp_path: Path) -> None:
+    """The validate stage's record of a defense changes exactly when a file its class can run changes."""
+    from pipeline.defenses.regularization import DropoutDefense
+    from pipeline.stages.validate import defense_record
+
+    record = defense_record("dropout", "pipeline.defenses.regularization:DropoutDefense", DropoutDefense(type="dropout"))
+    assert set(record["code"]) == static_closure("pipeline.defenses.regularization")
+    assert "pipeline/defenses/regularization.py" in record["code"] and "pipeline/stack/trainer.py" in record["code"]
+    assert "pipeline/defenses/dp_sgd/trainer.py" not in record["code"]  # another defense's code: not a dependency

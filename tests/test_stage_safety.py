@@ -12,7 +12,14 @@ import pytest
 
 from pipeline.config import parse_params
 from pipeline.core.errors import PipelineError
-from pipeline.core.io import TEMP_PREFIX, staged_outputs, staged_path, sweep_stale_temporaries, write_json, write_text
+from pipeline.core.io import (
+    TEMP_PREFIX,
+    staged_outputs,
+    staged_path,
+    sweep_stale_temporaries,
+    write_json,
+    write_text,
+)
 from pipeline.core.processes import StageInterrupted, interrupts_raise_stage_interrupted
 from pipeline.stages.common import ScopedParams
 

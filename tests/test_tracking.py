@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, experiment_runs_url
+from pipeline.core.tracking import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    experiment_runs_url,
+)
 
 
 @pytest.fixture

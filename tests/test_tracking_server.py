@@ -17,10 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.tools.presets import applied, overrides
 from pipeline.core.processes import pid_alive
+from pipeline.tools.presets import applied, overrides
 from pipeline.tools.sandbox import PROJECT, make_sandbox
-from pipeline.tools.tracking_server import postgres_bin, postgres_cluster, tracking_server
+from pipeline.tools.tracking_server import (
+    postgres_bin,
+    postgres_cluster,
+    tracking_server,
+)
 
 pytestmark = pytest.mark.slow
 

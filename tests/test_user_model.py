@@ -8,14 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import DropoutDefense, EnsembleDefense, MemGuardDefense, ModelParams
-from pipeline.defenses.base import TrainingJob
-from pipeline.defenses.registry import train_models
+from pipeline.config import ModelParams
 from pipeline.core.errors import PipelineError
-from pipeline.stack import Recipe, released_logits, stack_logits, to_keras, train_stack
 from pipeline.core.tf_runtime import keras
 from pipeline.core.types import Dataset
-from pipeline.training.user_model import batched_design, check_fits, design, load_model_file
+from pipeline.defenses.base import TrainingJob
+from pipeline.defenses.ensembling import EnsembleDefense
+from pipeline.defenses.output import MemGuardDefense
+from pipeline.defenses.regularization import DropoutDefense
+from pipeline.stack import Recipe, released_logits, stack_logits, to_keras, train_stack
+from pipeline.training.user_model import (
+    batched_design,
+    check_fits,
+    design,
+    load_model_file,
+)
 
 D, C = 6, 3
 
@@ -182,17 +189,17 @@ def _keras_job(k: int = 2) -> TrainingJob:
 
 def test_output_defenses_and_ensembling_wrap_a_users_architecture() -> None:
     job = _keras_job()
-    guarded = train_models(job, MemGuardDefense(type="memguard", budget=2.0))
+    guarded = MemGuardDefense(type="memguard", budget=2.0).train(job)
     released = np.exp(guarded.observe(job.x[:10]))
     assert released.shape == (2, 10, C)
     assert np.allclose(released.max(-1), released.max(-1)[..., :1].max())  # budget 2: every output is t(label)
-    ensemble = train_models(job, EnsembleDefense(type="ensemble", n_models=2))
+    ensemble = EnsembleDefense(type="ensemble", n_models=2).train(job)
     assert ensemble.observe(job.x[:5]).shape == (2, 5, C)
 
 
 def test_training_defenses_are_refused_for_a_users_architecture_in_one_line() -> None:
     with pytest.raises(PipelineError, match="cannot rebuild target.model's architecture") as error:
-        train_models(_keras_job(), DropoutDefense(type="dropout", rate=0.5))
+        DropoutDefense(type="dropout", rate=0.5).train(_keras_job())
     assert "\n" not in str(error.value) and "output defenses" in str(error.value)
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.registry import get_attack
-from pipeline.measures.bounds import CONFIDENCE, calibrated_bound
-from pipeline.config import AttackParams
-from pipeline.measures.roc import evaluate, metrics_to_dict, roc, shadow_objective
-from pipeline.measures.intervals import N_RESAMPLES
 from pipeline.core.seeding import derive_seed
 from pipeline.core.types import AttackInput, AttackMetrics, AttackResult
+from pipeline.measures.bounds import CONFIDENCE, calibrated_bound
+from pipeline.measures.intervals import N_RESAMPLES
+from pipeline.measures.roc import evaluate, metrics_to_dict, roc, shadow_objective
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,9 @@ def _post_hoc_max(metrics: dict[str, dict[str, object]], key: str) -> dict[str, 
 
 def dp_violation_counts(audit: Audit, epsilon: float, delta: float) -> dict[str, int]:
     """Per attack, the ROC points an (epsilon, delta)-DP model could not produce."""
-    from pipeline.measures.accounting import dp_violations  # dp-accounting takes 0.6 s to import; DP targets only
+    from pipeline.measures.accounting import (
+        dp_violations,  # dp-accounting takes 0.6 s to import; DP targets only
+    )
 
     counts = {}
     for name, result in audit.results.items():

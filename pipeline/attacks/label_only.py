@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import correct, make_result, score_with, shadow_scores
-from pipeline.config import AttackParams
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import AttackInput, AttackResult
 

@@ -28,14 +28,22 @@ Gaussians), so no target membership is ever used.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import StrictBool
 from scipy.stats import norm
 
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import make_result, phi, pseudo_target_scores
-from pipeline.config import AttackParams
+from pipeline.config import StrictModel
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import AttackInput, AttackResult
 
 _MIN_VARIANCE = 1e-12
+
+
+class Settings(StrictModel):
+    """`attack.lira`: a variance pooled over all points (IN and OUT apart, online) or one per point."""
+
+    fixed_variance: StrictBool = True
 
 
 def gaussian_fit(

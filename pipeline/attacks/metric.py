@@ -25,7 +25,9 @@ in-sample on the shadows; the target is never involved).
 from __future__ import annotations
 
 import numpy as np
+from pydantic import StrictBool
 
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import (
     Statistic,
     log1m_softmax,
@@ -35,9 +37,15 @@ from pipeline.attacks.statistics import (
     score_with,
     shadow_scores,
 )
-from pipeline.config import AttackParams
-from pipeline.measures.roc import best_threshold
+from pipeline.config import StrictModel
 from pipeline.core.types import AttackInput, AttackResult, AttackScores
+from pipeline.measures.roc import best_threshold
+
+
+class Settings(StrictModel):
+    """`attack.metric`: one threshold per true class (Song & Mittal), or one global."""
+
+    class_dependent: StrictBool = True
 
 
 def confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -30,16 +30,25 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from pydantic import Field, StrictFloat
 from scipy.special import logsumexp
 
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import log_true_prob, make_result, pseudo_target_scores
-from pipeline.config import AttackParams
-from pipeline.measures.roc import shadow_objective
+from pipeline.config import StrictModel
 from pipeline.core.types import AttackInput, AttackResult, AttackScores
+from pipeline.measures.roc import shadow_objective
 
 log = logging.getLogger(__name__)
 
 A_GRID: tuple[float, ...] = tuple(i / 10 for i in range(11))
+
+
+class Settings(StrictModel):
+    """`attack.rmia`: `gamma` is the likelihood-ratio margin; `offline_a` null means tuned on shadows, for `attack.tune_for`."""
+
+    gamma: StrictFloat = Field(1.0, ge=1)
+    offline_a: StrictFloat | None = Field(None, ge=0, le=1)
 
 
 def log_likelihood_ratio(

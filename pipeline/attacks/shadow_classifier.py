@@ -32,20 +32,36 @@ honest measurement on the target, to show how inflated the former is.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import make_result, softmax
-from pipeline.config import SHADOW_CLASSIFIER_FAMILIES, AttackParams, ShadowClassifierParams
-from pipeline.measures.roc import shadow_objective
+from pipeline.config import StrictModel
 from pipeline.core.types import AttackInput, AttackResult, AttackScores
+from pipeline.measures.roc import shadow_objective
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 Features = Callable[[np.ndarray], np.ndarray]
 
 
-def _fit_mlp(x: np.ndarray, y: np.ndarray, p: ShadowClassifierParams, seed: int) -> Predictor:
+FAMILIES = ("mlp", "gradient_boosting", "random_forest", "logistic_regression")
+
+
+class Settings(StrictModel):
+    """`attack.shadow_classifier`: `auto` picks the family on held-out shadow models; MLP settings apply to `mlp`."""
+
+    per_class: StrictBool = True
+    classifier: Literal["auto", "mlp", "gradient_boosting", "random_forest", "logistic_regression"] = "auto"
+    hidden_units: StrictInt = Field(64, gt=0)
+    epochs: StrictInt = Field(30, gt=0)
+    batch_size: StrictInt = Field(32, gt=0)
+    learning_rate: StrictFloat = Field(1e-3, gt=0)
+
+
+def _fit_mlp(x: np.ndarray, y: np.ndarray, p: Settings, seed: int) -> Predictor:
     """Dense(hidden_units, relu) -> sigmoid, Adam on binary cross-entropy.
 
     scikit-learn's MLP is this exact network; on rows this small it trains
@@ -88,7 +104,7 @@ def _fit_sklearn(x: np.ndarray, y: np.ndarray, family: str, seed: int) -> Predic
     return lambda q: model.predict_proba(q)[:, 1]
 
 
-def fit_classifier(x: np.ndarray, y: np.ndarray, p: ShadowClassifierParams, family: str, seed: int) -> Predictor:
+def fit_classifier(x: np.ndarray, y: np.ndarray, p: Settings, family: str, seed: int) -> Predictor:
     """One binary attack classifier of `family`; returns member probabilities for new rows."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=bool)
     return _fit_mlp(x, y, p, seed) if family == "mlp" else _fit_sklearn(x, y, family, seed)
@@ -103,7 +119,7 @@ class AttackModel:
         y: np.ndarray,
         classes: np.ndarray,
         per_class: bool,
-        p: ShadowClassifierParams,
+        p: Settings,
         family: str,
         seed: int,
     ):
@@ -156,7 +172,7 @@ def attack(
         return x, shadow.keep[models].ravel().astype(bool), np.tile(shadow.labels, len(models))
 
     x_cal, y_cal, c_cal = rows(calibration_half)
-    families = SHADOW_CLASSIFIER_FAMILIES if p.classifier == "auto" else (p.classifier,)
+    families = FAMILIES if p.classifier == "auto" else (p.classifier,)
     best: tuple[tuple[float, float], AttackModel, AttackScores] | None = None
     for family in families:
         model = AttackModel(*rows(fit_half), per_class=per_class, p=p, family=family, seed=seed)

@@ -7,8 +7,8 @@ labelled by its `keep` row.
 
 from __future__ import annotations
 
+from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import log_true_prob, score_with
-from pipeline.config import AttackParams
 from pipeline.core.types import AttackInput, AttackResult
 
 

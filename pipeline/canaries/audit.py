@@ -26,12 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.canaries.records import canary_sources, coins, make_canaries
-from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.core.errors import PipelineError
-from pipeline.measures.one_run import CONFIDENCE, OneRunAudit, audit
 from pipeline.core.seeding import rng_for
-from pipeline.stack import Architecture, Recipe, weight_shapes
 from pipeline.core.types import Dataset, Splits
+from pipeline.defenses.base import DefendedModels, TrainingJob
+from pipeline.measures.one_run import CONFIDENCE, OneRunAudit, audit
+from pipeline.stack import Architecture, Recipe, weight_shapes
 
 __all__ = [
     "CanarySet",

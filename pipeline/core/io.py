@@ -106,10 +106,15 @@ def sweep_stale_temporaries(folders: list[Path]) -> list[Path]:
     return removed
 
 
+def json_text(obj: Any) -> str:
+    """`obj` as the project writes JSON: indented, keys in the order given."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json_text(obj))
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -18,9 +18,9 @@ import numpy as np
 
 from pipeline.config import DataParams
 from pipeline.core.errors import PipelineError
+from pipeline.core.types import Dataset
 from pipeline.datasets.members import rows_from_column, rows_from_index_file
 from pipeline.datasets.tabular import read_table
-from pipeline.core.types import Dataset
 
 RAW_DIR = "data/raw"  # users' own files; the prepare stage depends on this folder
 

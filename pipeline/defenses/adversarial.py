@@ -36,11 +36,14 @@ mean inference accuracy.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import ClassVar, Literal
 
-from pipeline.config import AdversarialRegularizationDefense
-from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
+import numpy as np
+from pydantic import Field, StrictFloat, StrictInt
+
 from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import tf
+from pipeline.defenses.base import DefendedModels, Defense, TrainingJob, from_stack
 from pipeline.stack import (
     Architecture,
     Batch,
@@ -55,9 +58,8 @@ from pipeline.stack import (
     init_weights,
     validate,
 )
-from pipeline.core.tf_runtime import tf
 
-__all__ = ["INFERENCE_HIDDEN", "inference_logits", "train"]
+__all__ = ["INFERENCE_HIDDEN", "inference_logits", "AdversarialRegularizationDefense"]
 
 INFERENCE_HIDDEN = (64, 32)
 
@@ -166,20 +168,29 @@ def _reference_points(defender: np.ndarray | None, keep: np.ndarray) -> np.ndarr
     return np.stack([np.flatnonzero(row) for row in mask]).astype(np.int32)
 
 
-def train(job: TrainingJob, defense: AdversarialRegularizationDefense) -> DefendedModels:
-    """Train the job's K classifiers against their inference models."""
-    arch, recipe = job.architecture, job.recipe
-    validate(arch, recipe)
-    x, y, keep, members = checked_training_data(arch, job.x, job.y, job.keep)
-    eval_data = checked_eval_data(job.eval_data, x)
-    reference = _reference_points(job.defender, keep)
-    rng = np.random.default_rng(job.seed)
-    init = init_weights(arch, len(keep), rng)
-    h_init = _inference_init(len(keep), arch.n_classes, rng)
-    trainer = _AdversarialTrainer(
-        arch, recipe, init, h_init, x, y, members, reference, defense.alpha, defense.inference_steps
-    )
-    stack = fit(trainer, members, rng, eval_data=eval_data, progress=job.label)
-    return from_stack(
-        stack, {"adv_inference_accuracy": float(stack.history["inference_accuracy"][:, -1].mean())}
-    )
+class AdversarialRegularizationDefense(Defense):
+    """Nasr et al. 2018: min-max training against an inference model on reference data."""
+
+    uses_defender_data: ClassVar[bool] = True
+
+    type: Literal["adversarial_regularization"]
+    alpha: StrictFloat = Field(1.0, gt=0)
+    inference_steps: StrictInt = Field(1, ge=1)
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """Train the job's K classifiers against their inference models."""
+        arch, recipe = job.architecture, job.recipe
+        validate(arch, recipe)
+        x, y, keep, members = checked_training_data(arch, job.x, job.y, job.keep)
+        eval_data = checked_eval_data(job.eval_data, x)
+        reference = _reference_points(job.defender, keep)
+        rng = np.random.default_rng(job.seed)
+        init = init_weights(arch, len(keep), rng)
+        h_init = _inference_init(len(keep), arch.n_classes, rng)
+        trainer = _AdversarialTrainer(
+            arch, recipe, init, h_init, x, y, members, reference, self.alpha, self.inference_steps
+        )
+        stack = fit(trainer, members, rng, eval_data=eval_data, progress=job.label)
+        return from_stack(
+            stack, {"adv_inference_accuracy": float(stack.history["inference_accuracy"][:, -1].mean())}
+        )

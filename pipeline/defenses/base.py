@@ -1,20 +1,31 @@
-"""What every defense receives and returns.
+"""What every defense is, receives and returns.
 
-A defense trains K models at once, so the same code protects the target
-(K = 1) and, under adaptive evaluation, the attacker's shadow and
-reference models. It returns `DefendedModels`: the outputs an attacker
-observes, the deployable Keras network of each model, learning curves and
-any numbers worth logging (a DP epsilon, say).
+A defense is a `Defense`: its fields are its params block in params.yaml
+(`defenses.<name>`, validated strictly), and its `train` method trains K
+models at once, so the same code protects the target (K = 1) and, under
+adaptive evaluation, the attacker's shadow and reference models. It
+returns `DefendedModels`: the outputs an attacker observes, the deployable
+Keras network of each model, learning curves and any numbers worth logging
+(a DP epsilon, say).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from pipeline.stack import Architecture, Recipe, TrainedStack, stack_logits, to_keras, train_stack
+from pipeline.config import StrictModel
+from pipeline.stack import (
+    Architecture,
+    Recipe,
+    TrainedStack,
+    stack_logits,
+    to_keras,
+    train_stack,
+)
 
 
 @dataclass(frozen=True)
@@ -75,3 +86,55 @@ def train_plain(job: TrainingJob) -> TrainedStack:
 def train_undefended(job: TrainingJob) -> DefendedModels:
     """The job's models trained plainly: the undefended baseline of every row."""
     return from_stack(train_plain(job))
+
+
+@dataclass(frozen=True)
+class CanaryTraining:
+    """A canary run's trained models, and what a white-box audit adds.
+
+    `gradient_scores` (K, m): each gradient canary's score, for defenses
+    whose training can carry gradient canaries (DP-SGD); None otherwise.
+    `accounted_epsilon`: the guarantee the audit must not refute, at the
+    audit's delta (None without one).
+    """
+
+    models: DefendedModels
+    gradient_scores: np.ndarray | None = None
+    accounted_epsilon: float | None = None
+
+
+class Defense(StrictModel):
+    """A defense's settings (the fields, its block in params.yaml) and how it trains (`train`).
+
+    Each subclass sets `type` to the name its registry line uses, as a
+    Literal, and declares what it needs, which the params check reads
+    before any training: `needs_batched_trainer` (it changes the training
+    loop or recipe, so it cannot retrain a user's architecture the stack
+    does not cover), `uses_defender_data` (it trains on the defender's
+    non-member reference split, `data.n_defender_reference`).
+    """
+
+    type: str
+    needs_batched_trainer: ClassVar[bool] = True
+    uses_defender_data: ClassVar[bool] = False
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """The job's K models, defended."""
+        raise NotImplementedError
+
+    def canary_run(
+        self, job: TrainingJob, n_planned: int, n_input_canaries: int, gradient_canaries: tuple[np.ndarray, np.ndarray],
+        delta: float,
+    ) -> CanaryTraining:  # fmt: skip
+        """Train a one-run canary audit's job (the planned members plus the included input canaries).
+
+        `gradient_canaries` (coordinates, included) are for defenses whose
+        training can carry them; the others train the job as it is.
+        """
+        return CanaryTraining(self.train(job))
+
+
+def load_class(entry: str) -> type[Defense]:
+    """The `Defense` class an entry ("module:Class", as the registry writes it) names."""
+    module, name = entry.split(":")
+    return getattr(importlib.import_module(module), name)

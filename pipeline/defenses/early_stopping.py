@@ -27,15 +27,17 @@ all epochs when it never stopped), and "best_epoch_mean" (1-based).
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
-from pipeline.config import EarlyStoppingDefense
-from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
+import numpy as np
+from pydantic import Field, StrictFloat, StrictInt
+
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import rng_for
+from pipeline.defenses.base import DefendedModels, Defense, TrainingJob, from_stack
 from pipeline.stack import PerModelEarlyStopping, TrainedStack, train_stack
 
-__all__ = ["validation_split", "train"]
+__all__ = ["validation_split", "EarlyStoppingDefense"]
 
 
 def validation_split(keep: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,25 +63,32 @@ def validation_split(keep: np.ndarray, fraction: float, seed: int) -> tuple[np.n
     return keep & ~val, val
 
 
-def train(job: TrainingJob, defense: EarlyStoppingDefense) -> DefendedModels:
-    """Train the job's K models with per-model early stopping on their own validation split."""
-    train_keep, val_keep = validation_split(job.keep, defense.validation_fraction, job.seed)
-    stopper = PerModelEarlyStopping(monitor="holdout_loss", patience=defense.patience)
-    stack = train_stack(
-        job.architecture, job.recipe, job.x, job.y, train_keep, seed=job.seed,
-        eval_data=job.eval_data, progress=job.label, holdout=val_keep, callbacks=[stopper],
-    )  # fmt: skip
-    trained = stopper.epochs_trained
-    history = {}
-    for key, curve in stack.history.items():
-        curve = curve.copy()
-        curve[np.arange(curve.shape[1])[None, :] >= trained[:, None]] = np.nan
-        history[key] = curve
-    stack = TrainedStack(stack.architecture, stack.recipe, stack.weights, history)
-    return from_stack(
-        stack,
-        {
-            "stopped_epoch_mean": float(trained.mean()),
-            "best_epoch_mean": float(stopper.best_epoch.mean() + 1),
-        },
-    )
+class EarlyStoppingDefense(Defense):
+    """Stop when the loss on a validation split carved from the members stops falling."""
+
+    type: Literal["early_stopping"]
+    validation_fraction: StrictFloat = Field(0.2, gt=0, lt=1)
+    patience: StrictInt = Field(3, ge=1)
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """Train the job's K models with per-model early stopping on their own validation split."""
+        train_keep, val_keep = validation_split(job.keep, self.validation_fraction, job.seed)
+        stopper = PerModelEarlyStopping(monitor="holdout_loss", patience=self.patience)
+        stack = train_stack(
+            job.architecture, job.recipe, job.x, job.y, train_keep, seed=job.seed,
+            eval_data=job.eval_data, progress=job.label, holdout=val_keep, callbacks=[stopper],
+        )  # fmt: skip
+        trained = stopper.epochs_trained
+        history = {}
+        for key, curve in stack.history.items():
+            curve = curve.copy()
+            curve[np.arange(curve.shape[1])[None, :] >= trained[:, None]] = np.nan
+            history[key] = curve
+        stack = TrainedStack(stack.architecture, stack.recipe, stack.weights, history)
+        return from_stack(
+            stack,
+            {
+                "stopped_epoch_mean": float(trained.mean()),
+                "best_epoch_mean": float(stopper.best_epoch.mean() + 1),
+            },
+        )

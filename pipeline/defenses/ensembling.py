@@ -33,17 +33,19 @@ ensemble's. ``info`` holds the part size and the dropped remainder count.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import numpy as np
+from pydantic import Field, StrictInt
 from scipy.special import log_softmax, logsumexp
 
-from pipeline.config import EnsembleDefense
-from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import rng_for
-from pipeline.stack import TrainedStack, stack_logits, to_keras, train_stack
 from pipeline.core.tf_runtime import keras
+from pipeline.defenses.base import DefendedModels, Defense, TrainingJob
+from pipeline.stack import TrainedStack, stack_logits, to_keras, train_stack
 
-__all__ = ["split_parts", "ensemble_log_probs", "mean_history", "ensemble_network", "train"]
+__all__ = ["split_parts", "ensemble_log_probs", "mean_history", "ensemble_network", "EnsembleDefense"]
 
 
 def split_parts(keep: np.ndarray, n_parts: int, seed: int) -> np.ndarray:
@@ -102,19 +104,27 @@ def ensemble_network(stack: TrainedStack, k: int, n_parts: int) -> keras.Model:
     return keras.Model(inputs, averaged, name=f"ensemble_of_{n_parts}")
 
 
-def train(job: TrainingJob, defense: EnsembleDefense) -> DefendedModels:
-    """Each of the job's K models as an ensemble of `n_models` sub-models on disjoint parts."""
-    m = defense.n_models
-    sub_keep = split_parts(job.keep, m, job.seed)
-    stack = train_stack(
-        job.architecture, job.recipe, job.x, job.y, sub_keep,
-        seed=job.seed, eval_data=job.eval_data, progress=job.label,
-    )  # fmt: skip
-    n_train = int(np.asarray(job.keep[0]).sum())
-    size = int(sub_keep[0].sum())
-    return DefendedModels(
-        observe=lambda x: ensemble_log_probs(stack_logits(stack, x), m),
-        network=lambda k: ensemble_network(stack, k, m),
-        history=mean_history(stack.history, m),
-        info={"ensemble_part_size": float(size), "ensemble_dropped_points": float(n_train - m * size)},
-    )
+class EnsembleDefense(Defense):
+    """The report's ensembling: models on disjoint parts of the members, outputs averaged."""
+
+    needs_batched_trainer: ClassVar[bool] = False  # sub-models of any architecture, averaged
+
+    type: Literal["ensemble"]
+    n_models: StrictInt = Field(4, ge=2)
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """Each of the job's K models as an ensemble of `n_models` sub-models on disjoint parts."""
+        m = self.n_models
+        sub_keep = split_parts(job.keep, m, job.seed)
+        stack = train_stack(
+            job.architecture, job.recipe, job.x, job.y, sub_keep,
+            seed=job.seed, eval_data=job.eval_data, progress=job.label,
+        )  # fmt: skip
+        n_train = int(np.asarray(job.keep[0]).sum())
+        size = int(sub_keep[0].sum())
+        return DefendedModels(
+            observe=lambda x: ensemble_log_probs(stack_logits(stack, x), m),
+            network=lambda k: ensemble_network(stack, k, m),
+            history=mean_history(stack.history, m),
+            info={"ensemble_part_size": float(size), "ensemble_dropped_points": float(n_train - m * size)},
+        )

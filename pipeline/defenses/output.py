@@ -1,12 +1,12 @@
 """Output (prediction-time) defenses: the network is trained plainly, its outputs post-processed.
 
-Each defense is a pure NumPy transform of a ``(..., C)`` logit array into
-the vector a querying party receives, returned as float32
-log-probabilities, plus a `train` function that trains the job's K models
-with `train_plain` and applies the transform in `observe`. `network(k)` is
-the plain trained network (softmax output): in deployment the transform is
-a wrapper around it, available as `release_transform(defense)`, applied
-to the network's logits (``keras_logits(network, x)``).
+Each defense is an `OutputDefense` whose `release` is a pure NumPy
+transform of a ``(..., C)`` logit array into the vector a querying party
+receives, returned as float32 log-probabilities; its `train` trains the
+job's K models with `train_plain` and applies `release` in `observe`.
+`network(k)` is the plain trained network (softmax output): in deployment
+`release` is a wrapper around it, applied to the network's logits
+(``keras_logits(network, x)``).
 
 What is released
 ----------------
@@ -72,15 +72,15 @@ The transforms (probability level, l the predicted label)
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, StrictFloat, StrictInt
 from scipy.special import log_softmax
 
-from pipeline.config import LabelOnlyDefense, MemGuardDefense, RoundingDefense, TopKDefense
-from pipeline.defenses.base import DefendedModels, TrainingJob, train_plain
 from pipeline.core.errors import PipelineError
-from pipeline.stack import TrainedStack, stack_logits, to_keras
+from pipeline.defenses.base import DefendedModels, Defense, TrainingJob, train_plain
+from pipeline.stack import stack_logits, to_keras
 
 __all__ = [
     "PROB_FLOOR",
@@ -98,11 +98,11 @@ __all__ = [
     "top_k_release",
     "rounding_release",
     "label_only_release",
-    "release_transform",
-    "memguard",
-    "top_k",
-    "rounding",
-    "label_only",
+    "OutputDefense",
+    "MemGuardDefense",
+    "TopKDefense",
+    "RoundingDefense",
+    "LabelOnlyDefense",
 ]
 
 PROB_FLOOR = 1e-12
@@ -231,46 +231,72 @@ def label_only_release(logits: np.ndarray) -> np.ndarray:
     return _release(logits, lambda p, l: label_only_probabilities(p, l))
 
 
-def release_transform(defense: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The deployment wrapper of an output defense: network logits -> released log-probs."""
-    if isinstance(defense, MemGuardDefense):
-        return lambda z: memguard_release(z, defense.budget)
-    if isinstance(defense, TopKDefense):
-        return lambda z: top_k_release(z, defense.k)
-    if isinstance(defense, RoundingDefense):
-        return lambda z: rounding_release(z, defense.decimals)
-    if isinstance(defense, LabelOnlyDefense):
-        return label_only_release
-    raise PipelineError(f"{type(defense).__name__} is not an output defense")
-
-
 # --------------------------------------------------------------------------
 # Defenses: plain training, released outputs post-processed
 
 
-def _wrapped(stack: TrainedStack, transform: Callable[[np.ndarray], np.ndarray]) -> DefendedModels:
-    return DefendedModels(
-        observe=lambda x: transform(stack_logits(stack, x)),
-        network=lambda k: to_keras(stack, k),
-        history=stack.history,
-    )
+class OutputDefense(Defense):
+    """A defense that trains plainly and post-processes what the network releases (`release`).
+
+    It never changes the network, so it works for any architecture, a
+    user's own included; `network(k)` is the plain network and `release`
+    its deployment wrapper, applied to the network's logits.
+    """
+
+    needs_batched_trainer: ClassVar[bool] = False
+
+    def release(self, logits: np.ndarray) -> np.ndarray:
+        """(..., C) network logits -> (..., C) released float32 log-probabilities."""
+        raise NotImplementedError
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """Plain training; the released outputs are `release` of the network's logits."""
+        stack = train_plain(job)
+        return DefendedModels(
+            observe=lambda x: self.release(stack_logits(stack, x)),
+            network=lambda k: to_keras(stack, k),
+            history=stack.history,
+        )
 
 
-def memguard(job: TrainingJob, defense: MemGuardDefense) -> DefendedModels:
-    """Plain training; outputs moved at most `budget` (L1) toward t(label)."""
-    return _wrapped(train_plain(job), release_transform(defense))
+class MemGuardDefense(OutputDefense):
+    """MemGuard-style: perturb the confidence vector, never the predicted label."""
+
+    type: Literal["memguard"]
+    budget: StrictFloat = Field(0.5, gt=0, le=2)
+
+    def release(self, logits: np.ndarray) -> np.ndarray:
+        """Outputs moved at most `budget` (l1) toward t(label)."""
+        return memguard_release(logits, self.budget)
 
 
-def top_k(job: TrainingJob, defense: TopKDefense) -> DefendedModels:
-    """Plain training; only the k largest probabilities released."""
-    return _wrapped(train_plain(job), release_transform(defense))
+class TopKDefense(OutputDefense):
+    """Release only the k largest probabilities."""
+
+    type: Literal["top_k"]
+    k: StrictInt = Field(1, ge=1)
+
+    def release(self, logits: np.ndarray) -> np.ndarray:
+        """Only the k largest probabilities released."""
+        return top_k_release(logits, self.k)
 
 
-def rounding(job: TrainingJob, defense: RoundingDefense) -> DefendedModels:
-    """Plain training; probabilities released rounded to `decimals` places."""
-    return _wrapped(train_plain(job), release_transform(defense))
+class RoundingDefense(OutputDefense):
+    """Release probabilities rounded to `decimals` places."""
+
+    type: Literal["rounding"]
+    decimals: StrictInt = Field(1, ge=0)
+
+    def release(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities released rounded to `decimals` places."""
+        return rounding_release(logits, self.decimals)
 
 
-def label_only(job: TrainingJob, defense: LabelOnlyDefense) -> DefendedModels:
-    """Plain training; only the predicted label released (as a one-hot)."""
-    return _wrapped(train_plain(job), release_transform(defense))
+class LabelOnlyDefense(OutputDefense):
+    """Release the predicted label only."""
+
+    type: Literal["label_only"]
+
+    def release(self, logits: np.ndarray) -> np.ndarray:
+        """Only the predicted label released (as a one-hot)."""
+        return label_only_release(logits)

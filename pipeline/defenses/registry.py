@@ -1,47 +1,52 @@
 """Registry of defenses by the `type` written in `params.yaml`.
 
-Each entry trains the K models of a `TrainingJob` the defended way and
-returns `DefendedModels`. Adding a defense is one module, one line here and
-its params model in `pipeline/config.py`. `train_models(job, None)` is the
-undefended baseline, so every row of the report is trained by one path.
-Only the defense stages import this module: the undefended training stages
-use `base.train_undefended` and so do not depend on any defense's code.
+Each entry names the `Defense` class (settings and training) of one type.
+Adding a defense is one module with its class and one line here. Only the
+params check imports this module: it writes each run defense's resolved
+class and settings to `data/validated/defenses/<name>.json`, from which the
+defense's stages load it (`base.load_class`), so they depend on that defense's
+code only and never on this list.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
+from typing import Any
 
-from pipeline.defenses.base import DefendedModels, TrainingJob, train_undefended
+from pydantic import ValidationError
+
+from pipeline.config import describe_errors
+from pipeline.core.errors import PipelineError
+from pipeline.defenses.base import Defense, load_class
 
 REGISTRY: dict[str, str] = {
-    "dropout": "pipeline.defenses.regularization:dropout",
-    "l2": "pipeline.defenses.regularization:l2",
-    "dp_sgd": "pipeline.defenses.dp_sgd:train",
-    "label_smoothing": "pipeline.defenses.regularization:label_smoothing",
-    "early_stopping": "pipeline.defenses.early_stopping:train",
-    "relaxloss": "pipeline.defenses.relaxloss:train",
-    "selena": "pipeline.defenses.selena:train",
-    "adversarial_regularization": "pipeline.defenses.adversarial:train",
-    "memguard": "pipeline.defenses.output:memguard",
-    "top_k": "pipeline.defenses.output:top_k",
-    "rounding": "pipeline.defenses.output:rounding",
-    "label_only": "pipeline.defenses.output:label_only",
-    "ensemble": "pipeline.defenses.ensembling:train",
+    "dropout": "pipeline.defenses.regularization:DropoutDefense",
+    "l2": "pipeline.defenses.regularization:L2Defense",
+    "label_smoothing": "pipeline.defenses.regularization:LabelSmoothingDefense",
+    "early_stopping": "pipeline.defenses.early_stopping:EarlyStoppingDefense",
+    "dp_sgd": "pipeline.defenses.dp_sgd.defense:DpSgdDefense",
+    "adversarial_regularization": "pipeline.defenses.adversarial:AdversarialRegularizationDefense",
+    "selena": "pipeline.defenses.selena:SelenaDefense",
+    "relaxloss": "pipeline.defenses.relaxloss:RelaxLossDefense",
+    "memguard": "pipeline.defenses.output:MemGuardDefense",
+    "top_k": "pipeline.defenses.output:TopKDefense",
+    "rounding": "pipeline.defenses.output:RoundingDefense",
+    "label_only": "pipeline.defenses.output:LabelOnlyDefense",
+    "ensemble": "pipeline.defenses.ensembling:EnsembleDefense",
 }
 
 
-def train_models(job: TrainingJob, defense: Any | None) -> DefendedModels:
-    """Train the job's K models, defended by `defense` (a params model with a `type`) if given."""
-    if defense is None:
-        return train_undefended(job)
-    if defense.type not in REGISTRY:
-        raise KeyError(f"unknown defense type {defense.type!r}; known: {', '.join(REGISTRY)}")
-    module, func = REGISTRY[defense.type].split(":")
-    return getattr(importlib.import_module(module), func)(job, defense)
+def parse_defense(name: str, block: dict[str, Any]) -> tuple[str, Defense]:
+    """Validate `defenses.<name>` against its type's class: the class's entry and the settings.
 
-
-def trainer_for(defense: Any | None) -> Callable[[TrainingJob], DefendedModels]:
-    """`train_models` with the defense bound: what `models.train_target` and `attacker.ModelSet` take."""
-    return lambda job: train_models(job, defense)
+    Raises a PipelineError with one line per problem, naming the key.
+    """
+    kind = block.get("type")
+    if kind not in REGISTRY:
+        raise PipelineError(
+            f"params.yaml: defenses.{name}.type: unknown defense type {kind!r}; known types: {', '.join(REGISTRY)}"
+        )
+    entry = REGISTRY[kind]
+    try:
+        return entry, load_class(entry).model_validate(block)
+    except ValidationError as error:
+        raise PipelineError(describe_errors(error, "params.yaml", f"defenses.{name}")) from None

@@ -28,12 +28,15 @@ dropout) is `stack.train_stack`'s, through its `loss_fn` hook.
 
 from __future__ import annotations
 
-from pipeline.config import RelaxLossDefense
-from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.stack import Batch, LossFn, train_stack
-from pipeline.core.tf_runtime import tf
+from typing import Literal
 
-__all__ = ["flattened_targets", "relaxloss_objective", "train"]
+from pydantic import Field, StrictFloat
+
+from pipeline.core.tf_runtime import tf
+from pipeline.defenses.base import DefendedModels, Defense, TrainingJob, from_stack
+from pipeline.stack import Batch, LossFn, train_stack
+
+__all__ = ["flattened_targets", "relaxloss_objective", "RelaxLossDefense"]
 
 
 def flattened_targets(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -66,10 +69,16 @@ def relaxloss_objective(alpha: float) -> LossFn:
     return objective
 
 
-def train(job: TrainingJob, defense: RelaxLossDefense) -> DefendedModels:
-    """Train the job's K models with RelaxLoss at target loss `alpha`."""
-    stack = train_stack(
-        job.architecture, job.recipe, job.x, job.y, job.keep, seed=job.seed,
-        eval_data=job.eval_data, progress=job.label, loss_fn=relaxloss_objective(defense.alpha),
-    )  # fmt: skip
-    return from_stack(stack)
+class RelaxLossDefense(Defense):
+    """RelaxLoss (Chen et al. 2022): keep the training loss near `alpha`, not at 0."""
+
+    type: Literal["relaxloss"]
+    alpha: StrictFloat = Field(0.5, gt=0)
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """Train the job's K models with RelaxLoss at target loss `alpha`."""
+        stack = train_stack(
+            job.architecture, job.recipe, job.x, job.y, job.keep, seed=job.seed,
+            eval_data=job.eval_data, progress=job.label, loss_fn=relaxloss_objective(self.alpha),
+        )  # fmt: skip
+        return from_stack(stack)

@@ -33,17 +33,18 @@ training-set size and the soft labels' accuracy on the training points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, StrictInt, model_validator
 from scipy.special import softmax
 
-from pipeline.config import SelenaDefense
-from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import derive_seed, rng_for
+from pipeline.defenses.base import DefendedModels, Defense, TrainingJob, from_stack
 from pipeline.stack import TrainedStack, stack_logits, train_stack
 
-__all__ = ["exclusion_matrix", "SplitAI", "split_ai", "soft_labels", "train"]
+__all__ = ["exclusion_matrix", "SplitAI", "split_ai", "soft_labels", "SelenaDefense"]
 
 
 def exclusion_matrix(n_points: int, n_submodels: int, n_excluded: int, rng: np.random.Generator) -> np.ndarray:
@@ -143,23 +144,39 @@ def soft_labels(sub_probs: np.ndarray, excluded: np.ndarray, y: np.ndarray) -> n
     return out.astype(np.float32)
 
 
-def train(job: TrainingJob, defense: SelenaDefense) -> DefendedModels:
-    """SELENA: Split-AI soft labels for every model's training points, then distillation."""
-    split = split_ai(job, defense)
-    k_models, m, n_total = split.excluded.shape
-    logits = stack_logits(split.stack, job.x).reshape(k_models, m, n_total, -1)
-    soft = soft_labels(softmax(logits.astype(np.float64), axis=-1), split.excluded, np.asarray(job.y))
-    keep = np.asarray(job.keep, dtype=bool)
-    label = None if job.label is None else f"{job.label} (SELENA distillation)"
-    stack = train_stack(
-        job.architecture, job.recipe, job.x, job.y, keep, seed=derive_seed(job.seed, "selena", "distill"),
-        eval_data=job.eval_data, progress=label, soft_targets=soft,
-    )  # fmt: skip
-    soft_acc = float(np.mean((soft.argmax(-1) == np.asarray(job.y)[None])[keep]))
-    return from_stack(
-        stack,
-        {
-            "selena_submodel_points": float(split.keep.sum(axis=1)[0]),
-            "selena_soft_label_accuracy": soft_acc,
-        },
-    )
+class SelenaDefense(Defense):
+    """SELENA (Tang et al. 2022): Split-AI soft labels, then self-distillation."""
+
+    type: Literal["selena"]
+    n_submodels: StrictInt = Field(8, ge=2)
+    n_excluded: StrictInt = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _some_submodels_train(self) -> "SelenaDefense":
+        if self.n_excluded >= self.n_submodels:
+            raise ValueError(
+                f"n_excluded must be below n_submodels (got n_excluded={self.n_excluded}, "
+                f"n_submodels={self.n_submodels})"
+            )
+        return self
+
+    def train(self, job: TrainingJob) -> DefendedModels:
+        """SELENA: Split-AI soft labels for every model's training points, then distillation."""
+        split = split_ai(job, self)
+        k_models, m, n_total = split.excluded.shape
+        logits = stack_logits(split.stack, job.x).reshape(k_models, m, n_total, -1)
+        soft = soft_labels(softmax(logits.astype(np.float64), axis=-1), split.excluded, np.asarray(job.y))
+        keep = np.asarray(job.keep, dtype=bool)
+        label = None if job.label is None else f"{job.label} (SELENA distillation)"
+        stack = train_stack(
+            job.architecture, job.recipe, job.x, job.y, keep, seed=derive_seed(job.seed, "selena", "distill"),
+            eval_data=job.eval_data, progress=label, soft_targets=soft,
+        )  # fmt: skip
+        soft_acc = float(np.mean((soft.argmax(-1) == np.asarray(job.y)[None])[keep]))
+        return from_stack(
+            stack,
+            {
+                "selena_submodel_points": float(split.keep.sum(axis=1)[0]),
+                "selena_soft_label_accuracy": soft_acc,
+            },
+        )

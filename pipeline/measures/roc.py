@@ -30,9 +30,9 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from pipeline.core.types import AttackMetrics, AttackResult, AttackScores
 from pipeline.measures.bounds import CONFIDENCE, calibrated_bound
 from pipeline.measures.intervals import N_RESAMPLES, bootstrap_intervals
-from pipeline.core.types import AttackMetrics, AttackResult, AttackScores
 
 FPR_LEVELS: tuple[float, ...] = (0.01, 0.001, 0.0001)
 CALL_FPR = 0.01  # the operating point of an attack's "member" calls at realistic priors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def cell(value: Any) -> str:
     if value is None:
         return "n/m"

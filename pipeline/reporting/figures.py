@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+
 def highlighted_attacks(table: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """Per target, the attacks worth a colour: the headline (chosen on shadows) and the post-hoc best ones."""
     out = {}

@@ -6,6 +6,7 @@ from typing import Any
 
 from pipeline.reporting.cells import cell, markdown_table, named, with_interval
 
+
 def _summary(table: dict[str, dict[str, Any]], context: dict[str, Any]) -> list[str]:
     """The headline attack of each target, chosen on shadow data, with intervals, bound and PPV at priors."""
     lowest = f"1/{context['n_members']}"

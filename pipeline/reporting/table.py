@@ -6,6 +6,7 @@ from typing import Any
 
 from pipeline.reporting.cells import cell, csv_number
 
+
 def build_table(
     utility: dict[str, dict], attacks: dict[str, dict], headlines: dict[str, dict], canaries: dict[str, dict] | None = None
 ) -> dict[str, dict[str, Any]]:

@@ -14,9 +14,19 @@ another module uses is imported here.
 
 from pipeline.stack.callbacks import PerModelEarlyStopping, StackCallback
 from pipeline.stack.clones import keras_spec, output_activation, released_logits
-from pipeline.stack.conv import grouped_conv, grouped_filter_gradient, grouped_gradients_supported
+from pipeline.stack.conv import (
+    grouped_conv,
+    grouped_filter_gradient,
+    grouped_gradients_supported,
+)
 from pipeline.stack.export import keras_logits, keras_model, to_keras
-from pipeline.stack.forward import Layer, forward, forward_layers, l2_term, per_example_loss
+from pipeline.stack.forward import (
+    Layer,
+    forward,
+    forward_layers,
+    l2_term,
+    per_example_loss,
+)
 from pipeline.stack.inference import evaluate, stack_logits
 from pipeline.stack.optimizer import FusedAdam
 from pipeline.stack.spec import (
@@ -30,4 +40,12 @@ from pipeline.stack.spec import (
     validate,
     weight_shapes,
 )
-from pipeline.stack.trainer import Batch, LossFn, Trainer, checked_eval_data, checked_training_data, fit, train_stack
+from pipeline.stack.trainer import (
+    Batch,
+    LossFn,
+    Trainer,
+    checked_eval_data,
+    checked_training_data,
+    fit,
+    train_stack,
+)

@@ -26,9 +26,9 @@ import warnings
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import keras
 from pipeline.stack.progress import progress_bar
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack
-from pipeline.core.tf_runtime import keras
 
 __all__ = ["keras_spec", "output_activation", "released_logits", "clone_network", "clone_logits", "train_clones"]
 

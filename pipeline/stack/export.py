@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import keras
 from pipeline.stack.clones import clone_network
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack
-from pipeline.core.tf_runtime import keras
 
 __all__ = ["keras_model", "to_keras", "keras_logits"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.core.tf_runtime import tf
 from pipeline.stack.conv import grouped_conv
 from pipeline.stack.spec import Architecture, is_kernel
-from pipeline.core.tf_runtime import tf
 
 __all__ = ["Layer", "forward", "forward_layers", "per_example_loss", "l2_term"]
 

@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import tf
 from pipeline.stack.clones import clone_logits
 from pipeline.stack.forward import forward, l2_term, per_example_loss
 from pipeline.stack.spec import Architecture, Recipe, TrainedStack, weight_shapes
-from pipeline.core.tf_runtime import tf
 
 __all__ = ["stack_logits", "evaluate"]
 

@@ -31,15 +31,23 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+
 from pipeline.core.errors import PipelineError
+from pipeline.core.tf_runtime import tf
 from pipeline.stack.callbacks import StackCallback
+from pipeline.stack.clones import train_clones
 from pipeline.stack.forward import forward, l2_term, per_example_loss
 from pipeline.stack.inference import evaluate
 from pipeline.stack.optimizer import FusedAdam
 from pipeline.stack.progress import progress_bar
-from pipeline.stack.clones import train_clones
-from pipeline.stack.spec import Architecture, Recipe, TrainedStack, init_weights, require_batched, validate
-from pipeline.core.tf_runtime import tf
+from pipeline.stack.spec import (
+    Architecture,
+    Recipe,
+    TrainedStack,
+    init_weights,
+    require_batched,
+    validate,
+)
 
 __all__ = [
     "Batch",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pipeline.attacks.audit import Audit, dp_violation_counts
 from pipeline.core.io import write_json, write_npz, write_text
+from pipeline.core.types import AttackInput
 from pipeline.measures.roc_grid import roc_csv, roc_on_grid
 from pipeline.stages.common import PLOTS
-from pipeline.core.types import AttackInput
 
 PRINTED = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr")  # each attack's line in the stage's output
 

@@ -11,11 +11,26 @@ same for a defense (`record` is shared).
 
 from __future__ import annotations
 
-from pipeline.canaries.audit import CanaryRun, audit_run, audit_summary, canary_job, draw_canaries, score_run
-from pipeline.defenses.base import train_undefended
+from pipeline.canaries.audit import (
+    CanaryRun,
+    audit_run,
+    audit_summary,
+    canary_job,
+    draw_canaries,
+    score_run,
+)
 from pipeline.core.io import write_json, write_text
 from pipeline.core.seeding import derive_seed
-from pipeline.stages.common import METRICS, PLOTS, RUNS, ScopedParams, load_prepared, main, tracked
+from pipeline.defenses.base import train_undefended
+from pipeline.stages.common import (
+    METRICS,
+    PLOTS,
+    RUNS,
+    ScopedParams,
+    load_prepared,
+    main,
+    tracked,
+)
 from pipeline.stages.trained_models import target_design
 
 PARAMS = ("seed", "target", "canaries.n", "canaries.kind", "canaries.guesses", "canaries.delta", "mlflow.experiment")

@@ -1,34 +1,36 @@
 """Stage `audit_canaries_defense@<name>`: the one-run canary audit of a defense's training.
 
-As `audit_canaries`, with the defense. A DP-SGD defense trains under the
-target's DP plan (its sampling rate, noise and steps, so the accountant's
-epsilon covers every canary) and also carries gradient canaries, scored
-white-box; its accountant's epsilon, at the audit's delta, is written
-beside the bound, which must not exceed it.
+As `audit_canaries`, with the defense, through its `canary_run`: a
+DP-SGD defense trains under the target's DP plan (its sampling rate,
+noise and steps, so the accountant's epsilon covers every canary) and also
+carries gradient canaries, scored white-box; its accountant's epsilon, at
+the audit's delta, is written beside the bound, which must not exceed it.
 """
 
 from __future__ import annotations
 
 import sys
 
-from pipeline.canaries.audit import canary_job, draw_canaries, gradient_canaries, score_run
-from pipeline.defenses.dp_sgd import train_with_canaries
-from pipeline.defenses.registry import trainer_for
-from pipeline.measures.accounting import epsilon
+from pipeline.canaries.audit import (
+    canary_job,
+    draw_canaries,
+    gradient_canaries,
+    score_run,
+)
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import derive_seed
 from pipeline.stages.audit_canaries import PARAMS, record
 from pipeline.stages.common import RUNS, ScopedParams, load_prepared, main, tracked
-from pipeline.stages.trained_models import target_design
+from pipeline.stages.trained_models import load_defense, target_design
 
 
 def params_for(name: str) -> tuple[str, ...]:
-    """The params stage audit_canaries_defense@<name> reads."""
-    return (*PARAMS, f"defenses.{name}")
+    """The params stage audit_canaries_defense@<name> reads (the defense's own settings come validated)."""
+    return PARAMS
 
 
 def run(params: ScopedParams, name: str) -> None:
-    defense = params.defenses[name]
+    defense = load_defense(name)
     stage = f"audit_canaries_defense@{name}"
     with tracked(stage, params, run_file=RUNS / f"audit_canaries_defense-{name}.json") as run_log:
         dataset, splits = load_prepared()
@@ -38,21 +40,13 @@ def run(params: ScopedParams, name: str) -> None:
         job = canary_job(
             dataset, splits, architecture, recipe, canaries, derive_seed(params.seed, "canary run"), f"{name} canary run"
         )
+        coordinates, included = gradient_canaries(architecture, c.n, params.seed)
         try:
-            if defense.type == "dp_sgd":
-                coordinates, included = gradient_canaries(architecture, c.n, params.seed)
-                models, scores = train_with_canaries(job, defense, len(splits.members), c.n, (coordinates, included))
-                info = models.info
-                accounted = epsilon(
-                    info["dp_noise_multiplier"], info["dp_sampling_rate"], int(info["dp_steps"]), c.delta, defense.accountant
-                )
-                scored = score_run(models, job, canaries, (scores[0], included))
-            else:
-                accounted = None
-                scored = score_run(trainer_for(defense)(job), job, canaries)
+            trained = defense.canary_run(job, len(splits.members), c.n, (coordinates, included), c.delta)
         except PipelineError as error:  # a defense's own message cannot know its name
             raise PipelineError(str(error).replace("defenses.<name>", f"defenses.{name}")) from None
-        record(name, scored, params, run_log, accounted)
+        gradient = None if trained.gradient_scores is None else (trained.gradient_scores[0], included)
+        record(name, score_run(trained.models, job, canaries, gradient), params, run_log, trained.accounted_epsilon)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pipeline.core.io import write_json, write_npz
 from pipeline.core.signals import attack_input_to_arrays
+from pipeline.core.types import AttackInput
 from pipeline.stages.common import (
     ATTACK_DATASET_FILE,
     METRICS,
@@ -27,7 +28,6 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.core.types import AttackInput
 
 PARAMS = ("mlflow.experiment",)
 

@@ -18,7 +18,13 @@ from pydantic import BaseModel
 
 from pipeline.config import Params, flatten, load_params
 from pipeline.core.errors import PipelineError
-from pipeline.core.io import load_npz, staged_outputs, sweep_stale_temporaries, write_json, write_npz
+from pipeline.core.io import (
+    load_npz,
+    staged_outputs,
+    sweep_stale_temporaries,
+    write_json,
+    write_npz,
+)
 from pipeline.core.processes import StageInterrupted, interrupts_raise_stage_interrupted
 from pipeline.core.signals import SIGNAL_FIELDS, target_signals
 from pipeline.core.types import Dataset, Signals, Splits
@@ -33,6 +39,9 @@ TARGET = ROOT / "data" / "target"
 SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
 REFERENCE = ROOT / "data" / "reference" / "signals.npz"
 DEFENSES = ROOT / "data" / "defenses"
+VALIDATED = ROOT / "data" / "validated"
+REQUIREMENTS = VALIDATED / "requirements.json"  # what the settings require of the data and model (stage validate)
+VALIDATED_DEFENSES = VALIDATED / "defenses"  # <name>.json: each run defense's class, settings, code fingerprint
 AUDITED_MODEL = PREPARED / "model.keras"  # target.model, copied by prepare so every stage reads one file
 OUTPUTS_FILE = "outputs.npz"  # a trained target's candidate index (N,), logits (N, C) and robustness (S, 1, N)
 ATTACK_DATASET_FILE = "attack_dataset.npz"
@@ -88,7 +97,7 @@ class ScopedParams:
         }
 
     def whole_file(self) -> Params:
-        """Every param, for the summary run's record only (never to compute an output)."""
+        """Every param: for the params check (stage `validate`, which depends on the whole file) and the summary run's record."""
         return self._root
 
 
@@ -109,7 +118,8 @@ def main(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None
                 if unread and os.environ.get(CHECK_PARAMS_ENV):
                     raise PipelineError(f"dvc.yaml lists params this stage never reads: {', '.join(unread)}")
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
     except StageInterrupted as interrupt:
         print(f"error: stage {interrupt}; nothing was recorded (run dvc repro again)", file=sys.stderr)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.training.attacker import ModelSet, train_reference, train_shadows
-from pipeline.defenses.registry import trainer_for
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import write_npz
-from pipeline.training.target import train_target
 from pipeline.core.seeding import derive_seed
 from pipeline.core.signals import attack_input_to_arrays, target_signals
+from pipeline.core.types import AttackInput
 from pipeline.stages.common import (
     ATTACK_DATASET_FILE,
     DEFENSES,
@@ -33,19 +31,26 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.stages.trained_models import log_model, query_target, save_target, target_design
-from pipeline.core.types import AttackInput
+from pipeline.stages.trained_models import (
+    load_defense,
+    log_model,
+    query_target,
+    save_target,
+    target_design,
+)
+from pipeline.training.attacker import ModelSet, train_reference, train_shadows
+from pipeline.training.target import train_target
 
 
 def params_for(name: str) -> tuple[str, ...]:
     """The params stage defend@<name> reads."""
     return (
-        "seed", "target", "shadows", "reference", "compute", "defense.adaptive", f"defenses.{name}", "mlflow.experiment",
+        "seed", "target", "shadows", "reference", "compute", "defense.adaptive", "mlflow.experiment",
     )  # fmt: skip
 
 
 def run(params: ScopedParams, name: str) -> None:
-    train = trainer_for(params.defenses[name])
+    train = load_defense(name).train  # its settings: data/validated/defenses/<name>.json
     with tracked(f"defend@{name}", params, run_file=RUNS / f"defend-{name}.json") as run_log:
         dataset, splits = load_prepared()
         architecture, recipe = target_design(dataset, params.target)

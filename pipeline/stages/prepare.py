@@ -4,7 +4,11 @@ Tabular features are standardised here, after the split, with statistics
 of the shadow pool only (`data.standardized`). With `target.model` the
 data stay as the model reads them, the members are the rows that trained
 it, and the model file is checked against the data and copied into
-data/prepared, so later stages depend on it through that folder.
+data/prepared, so later stages depend on it through that folder. A
+given model the batched trainer cannot rebuild is refused here, in
+seconds, when a run defense needs that trainer (stage `validate` lists
+them in data/validated/requirements.json), rather than after the attacker's
+models have trained.
 """
 
 from __future__ import annotations
@@ -14,13 +18,36 @@ from dataclasses import replace
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import atomic_path, read_json, write_json
+from pipeline.core.seeding import rng_for
 from pipeline.datasets.loaders import load_dataset, raw_file, validate_dataset
 from pipeline.datasets.splits import make_splits, standardized
-from pipeline.core.io import atomic_path, write_json
-from pipeline.core.seeding import rng_for
-from pipeline.stages.common import AUDITED_MODEL, METRICS, PREPARED, ROOT, SPLIT_ROLES, ScopedParams, log_split_inputs, main, tracked
+from pipeline.stages.common import (
+    AUDITED_MODEL,
+    METRICS,
+    PREPARED,
+    REQUIREMENTS,
+    ROOT,
+    SPLIT_ROLES,
+    ScopedParams,
+    log_split_inputs,
+    main,
+    tracked,
+)
 
 PARAMS = ("seed", "data", "target.model", "mlflow.experiment")
+
+
+def refuse_unbuildable_defenses(batched: bool, audited: str) -> None:
+    """Stop at once if a run defense must retrain an architecture the batched trainer cannot rebuild."""
+    needing = read_json(REQUIREMENTS)["defenses_needing_the_batched_trainer"]
+    if needing and not batched:
+        raise PipelineError(
+            f"defense.run: {', '.join(needing)} must retrain the model with the project's batched trainer, which "
+            f"cannot rebuild {audited}'s architecture (it covers the MLP and CNN of docs/your-model.md); list only "
+            "output defenses (memguard, top_k, rounding, label_only) and ensemble in defense.run for this model"
+        )
 
 
 def run(params: ScopedParams) -> None:
@@ -29,13 +56,19 @@ def run(params: ScopedParams) -> None:
         audited = params.target.model
         copies = None
         if audited is not None:  # TensorFlow is imported only to check a given model against its data
-            from pipeline.training.user_model import check_fits, describe, load_model_file
+            from pipeline.training.user_model import (
+                batched_design,
+                check_fits,
+                describe,
+                load_model_file,
+            )
 
             model_file = raw_file(audited, "target.model", ROOT)
             model = load_model_file(model_file, audited)
             dataset = replace(dataset, n_classes=check_fits(model, dataset, audited))
             validate_dataset(dataset, params.data)
             copies = describe(model, dataset.n_classes)
+            refuse_unbuildable_defenses(batched_design(model, dataset.n_classes) is not None, audited)
         splits = make_splits(len(dataset.y), params.data, rng_for(params.seed, "splits"), dataset.trained)
         if audited is None:  # a given model reads the features as it was trained on them
             dataset = standardized(dataset, splits.shadow_pool)

@@ -16,13 +16,33 @@ import os
 from pathlib import Path
 
 from pipeline.config import flatten
+from pipeline.core.io import (
+    atomic_path,
+    load_npz,
+    read_json,
+    read_text,
+    staged_path,
+    write_json,
+    write_text,
+)
+from pipeline.core.types import AttackScores
 from pipeline.measures.roc import most_exposed
-from pipeline.reporting.html import html_page
-from pipeline.core.io import atomic_path, load_npz, read_json, read_text, staged_path, write_json, write_text
 from pipeline.measures.roc_grid import parse_roc_csv
-from pipeline.reporting.figures import canary_figure, highlighted_attacks, privacy_utility_figure, roc_figure
+from pipeline.reporting.figures import (
+    canary_figure,
+    highlighted_attacks,
+    privacy_utility_figure,
+    roc_figure,
+)
+from pipeline.reporting.html import html_page
 from pipeline.reporting.markdown import markdown
-from pipeline.reporting.table import attack_rows, audit_tags, build_table, frontier_csv, headline_metrics
+from pipeline.reporting.table import (
+    attack_rows,
+    audit_tags,
+    build_table,
+    frontier_csv,
+    headline_metrics,
+)
 from pipeline.stages.common import (
     METRICS,
     PLOTS,
@@ -36,7 +56,6 @@ from pipeline.stages.common import (
     main,
     tracked,
 )
-from pipeline.core.types import AttackScores
 
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
 UPSTREAM = (

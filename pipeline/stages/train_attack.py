@@ -12,13 +12,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.attacks.shadow_classifier import seed_style_accuracy
 from pipeline.attacks.audit import headline_summary, run_attacks
+from pipeline.attacks.registry import attack_params
+from pipeline.attacks.shadow_classifier import seed_style_accuracy
 from pipeline.core.io import load_npz, read_json, write_json
 from pipeline.core.seeding import derive_seed
 from pipeline.core.signals import ATTACK_INPUT_KEYS, attack_input_from_arrays
 from pipeline.stages.attack_outputs import record_audit
-from pipeline.stages.common import ATTACK_DATASET_FILE, DEFENSES, METRICS, ROOT, RUNS, ScopedParams, main, tracked
+from pipeline.stages.common import (
+    ATTACK_DATASET_FILE,
+    DEFENSES,
+    METRICS,
+    ROOT,
+    RUNS,
+    ScopedParams,
+    main,
+    tracked,
+)
 
 PARAMS = ("seed", "attack", "mlflow.experiment")
 
@@ -64,17 +74,18 @@ def run(params: ScopedParams, defense: str | None) -> None:
             "attack input",
         )  # fmt: skip
         delta = target.dp_guarantee[1] if target.dp_guarantee else 0.0
-        audit = run_attacks(data, params.attack, params.seed, delta)
+        attack = attack_params(params.attack)
+        audit = run_attacks(data, attack, params.seed, delta)
         print(f"attacks on the {target.name} target:")
         metrics = record_audit(target.name, audit, data, run_log, target.metrics, target.scores, target.dp_guarantee)
-        headline = headline_summary(audit, metrics, params.attack.tune_for)
+        headline = headline_summary(audit, metrics, attack.tune_for)
         write_json(target.headline, headline)
         print(
-            f"  headline (chosen on shadow data by {params.attack.tune_for}): {headline['attack']}, "
+            f"  headline (chosen on shadow data by {attack.tune_for}): {headline['attack']}, "
             f"epsilon lower bound {headline['epsilon_lb_95']:.3f} (95%)"
         )
         if target.seed_comparison is not None:
-            comparison = seed_style_accuracy(data, params.attack, derive_seed(params.seed, "seed_comparison"))
+            comparison = seed_style_accuracy(data, attack, derive_seed(params.seed, "seed_comparison"))
             write_json(target.seed_comparison, comparison)
             run_log.log_metrics({f"seed_comparison.{key}": value for key, value in comparison.items()})
 

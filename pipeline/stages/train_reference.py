@@ -8,10 +8,18 @@ the candidate records (not their membership).
 
 from __future__ import annotations
 
-from pipeline.training.attacker import train_reference
 from pipeline.core.signals import shadow_accuracy
-from pipeline.stages.common import REFERENCE, ScopedParams, load_prepared, log_split_inputs, main, save_signals, tracked
+from pipeline.stages.common import (
+    REFERENCE,
+    ScopedParams,
+    load_prepared,
+    log_split_inputs,
+    main,
+    save_signals,
+    tracked,
+)
 from pipeline.stages.trained_models import undefended_models
+from pipeline.training.attacker import train_reference
 
 PARAMS = ("seed", "target", "reference", "compute", "mlflow.experiment")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pipeline.training.attacker import train_shadows
 from pipeline.core.io import write_json
 from pipeline.core.signals import shadow_accuracy
 from pipeline.stages.common import (
@@ -16,6 +15,7 @@ from pipeline.stages.common import (
     tracked,
 )
 from pipeline.stages.trained_models import undefended_models
+from pipeline.training.attacker import train_shadows
 
 PARAMS = ("seed", "target", "shadows", "compute", "mlflow.experiment")
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from pipeline.defenses.base import train_undefended
-from pipeline.training.target import audited_target, train_target
 from pipeline.core.seeding import derive_seed
-from pipeline.stages.common import METRICS, PLOTS, TARGET, ScopedParams, load_prepared, main, tracked
-from pipeline.stages.trained_models import audited_model, log_model, save_target, save_target_outputs, target_design
+from pipeline.defenses.base import train_undefended
+from pipeline.stages.common import (
+    METRICS,
+    PLOTS,
+    TARGET,
+    ScopedParams,
+    load_prepared,
+    main,
+    tracked,
+)
+from pipeline.stages.trained_models import (
+    audited_model,
+    log_model,
+    save_target,
+    save_target_outputs,
+    target_design,
+)
+from pipeline.training.target import audited_target, train_target
 
 PARAMS = ("seed", "target", "mlflow.experiment")
 

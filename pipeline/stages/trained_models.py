@@ -11,15 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.training.attacker import ModelSet, robustness_signal
 from pipeline.config import ComputeParams, ModelParams
-from pipeline.defenses.base import train_undefended
-from pipeline.core.io import atomic_path, write_json, write_npz
-from pipeline.training.target import TrainedTarget, architecture_for, recipe_for
-from pipeline.stack import Architecture, Recipe
-from pipeline.stages.common import AUDITED_MODEL, OUTPUTS_FILE, history_rows, log_split_inputs
+from pipeline.core.io import atomic_path, read_json, write_json, write_npz
 from pipeline.core.tf_runtime import keras, tf
 from pipeline.core.types import Dataset, Splits
+from pipeline.defenses.base import Defense, load_class, train_undefended
+from pipeline.stack import Architecture, Recipe
+from pipeline.stages.common import (
+    AUDITED_MODEL,
+    OUTPUTS_FILE,
+    VALIDATED_DEFENSES,
+    history_rows,
+    log_split_inputs,
+)
+from pipeline.training.attacker import ModelSet, robustness_signal
+from pipeline.training.target import TrainedTarget, architecture_for, recipe_for
 from pipeline.training.user_model import design, load_model_file
 
 
@@ -43,6 +49,12 @@ def save_target_outputs(folder: Path, target: TrainedTarget, dataset: Dataset, s
     """`query_target`'s outputs, with the candidates they are on."""
     logits, robustness = query_target(target, dataset, splits, seed)
     write_npz(folder / OUTPUTS_FILE, index=splits.candidates, candidate_logits=logits, robustness=robustness)
+
+
+def load_defense(name: str) -> Defense:
+    """Run defense `name` as stage `validate` resolved it: its class and settings (data/validated/defenses/<name>.json)."""
+    record = read_json(VALIDATED_DEFENSES / f"{name}.json")
+    return load_class(record["entry"]).model_validate(record["settings"])
 
 
 TARGET_ROLES = ("members", "test", "defender_reference")  # what a target's training reads

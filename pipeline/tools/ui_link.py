@@ -13,8 +13,8 @@ import sys
 
 from pipeline.config import load_params
 from pipeline.core.errors import PipelineError
-from pipeline.stages.common import ROOT
 from pipeline.core.tracking import experiment_runs_url
+from pipeline.stages.common import ROOT
 
 
 def main() -> None:

@@ -16,14 +16,14 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.training.augment import robustness_by_setting
-from pipeline.training.compute import run_shards
 from pipeline.config import ComputeParams
+from pipeline.core.seeding import derive_seed, rng_for
+from pipeline.core.types import Dataset, Signals, Splits
 from pipeline.datasets.splits import defender_mask, paired_keep
 from pipeline.defenses.base import DefendedModels, TrainingJob
-from pipeline.core.seeding import derive_seed, rng_for
 from pipeline.stack import Architecture, Recipe
-from pipeline.core.types import Dataset, Signals, Splits
+from pipeline.training.augment import robustness_by_setting
+from pipeline.training.compute import run_shards
 
 
 @dataclass(frozen=True)

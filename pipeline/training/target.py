@@ -8,10 +8,10 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.config import ModelParams
-from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.core.errors import PipelineError
-from pipeline.stack import Architecture, Recipe, released_logits
 from pipeline.core.types import Dataset, Splits
+from pipeline.defenses.base import DefendedModels, TrainingJob
+from pipeline.stack import Architecture, Recipe, released_logits
 
 
 def architecture_for(dataset: Dataset, params: ModelParams) -> Architecture:

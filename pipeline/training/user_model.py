@@ -20,9 +20,15 @@ from typing import Any
 
 from pipeline.config import ModelParams
 from pipeline.core.errors import PipelineError
-from pipeline.stack import Architecture, Recipe, keras_spec, output_activation, weight_shapes
 from pipeline.core.tf_runtime import keras
 from pipeline.core.types import Dataset
+from pipeline.stack import (
+    Architecture,
+    Recipe,
+    keras_spec,
+    output_activation,
+    weight_shapes,
+)
 
 _ADAM_DEFAULTS = {
     "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False, "weight_decay": None, "clipnorm": None,

@@ -16,7 +16,7 @@ Epsilon is accounted for the Poisson-subsampled Gaussian mechanism by
 `pipeline.measures.accounting` (RDP or PLD); sigma is calibrated from
 `target_epsilon` when no `noise_multiplier` is given.
 
-Modules: `plan` (the privacy plan of a job and its epsilon), `mechanism`
+Modules: `defense` (the settings and the `Defense` the registry names), `plan` (the privacy plan of a job and its epsilon), `mechanism`
 (Poisson sampling, clipping, Gaussian noise, the secure draws),
 `per_example` (per-example gradient norms and the clipped sum without a
 loop over examples), `trainer` (the stack's `Trainer` with DP-SGD epochs,
@@ -29,6 +29,7 @@ training "loss"/"accuracy" curves are non-private diagnostics for the
 logs; only the weights carry the (epsilon, delta) guarantee.
 """
 
+from pipeline.defenses.dp_sgd.defense import DpSgdDefense
 from pipeline.defenses.dp_sgd.mechanism import (
     SecureDraws,
     add_noise,
@@ -41,6 +42,11 @@ from pipeline.defenses.dp_sgd.mechanism import (
     select_batch,
     stateless_normals,
 )
-from pipeline.defenses.dp_sgd.per_example import clipped_sum, ghost_is_cheaper, per_example_gradients, per_example_sq_norms
+from pipeline.defenses.dp_sgd.per_example import (
+    clipped_sum,
+    ghost_is_cheaper,
+    per_example_gradients,
+    per_example_sq_norms,
+)
 from pipeline.defenses.dp_sgd.plan import DpPlan, plan
 from pipeline.defenses.dp_sgd.trainer import DpTrainer, train, train_with_canaries

@@ -38,7 +38,14 @@ import dataclasses
 
 from pipeline.core.tf_runtime import tf
 from pipeline.defenses.dp_sgd.mechanism import clip_factors
-from pipeline.stack import Architecture, Layer, Recipe, forward_layers, grouped_filter_gradient, per_example_loss
+from pipeline.stack import (
+    Architecture,
+    Layer,
+    Recipe,
+    forward_layers,
+    grouped_filter_gradient,
+    per_example_loss,
+)
 
 __all__ = ["per_example_gradients", "per_example_sq_norms", "ghost_is_cheaper", "clipped_sum"]
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from pipeline.config import DpSgdDefense
 from pipeline.core.errors import PipelineError
 from pipeline.measures.accounting import calibrate_noise, epsilon
 from pipeline.stack import Recipe
+
+if TYPE_CHECKING:
+    from pipeline.defenses.dp_sgd.defense import DpSgdDefense
 
 __all__ = ["DpPlan", "plan"]
 

@@ -9,17 +9,35 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import DpSgdDefense
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_runtime import tf
 from pipeline.defenses.base import DefendedModels, TrainingJob, from_stack
-from pipeline.defenses.dp_sgd.mechanism import SecureDraws, add_noise, add_normals, poisson_batch, select_batch
+from pipeline.defenses.dp_sgd.mechanism import (
+    SecureDraws,
+    add_noise,
+    add_normals,
+    poisson_batch,
+    select_batch,
+)
 from pipeline.defenses.dp_sgd.per_example import clipped_sum
 from pipeline.defenses.dp_sgd.plan import DpPlan, plan
-from pipeline.stack import Architecture, Trainer, checked_eval_data, checked_training_data, fit, init_weights, is_kernel, validate
+from pipeline.stack import (
+    Architecture,
+    Trainer,
+    checked_eval_data,
+    checked_training_data,
+    fit,
+    init_weights,
+    is_kernel,
+    validate,
+)
+
+if TYPE_CHECKING:
+    from pipeline.defenses.dp_sgd.defense import DpSgdDefense
 
 __all__ = ["DpTrainer", "train", "train_with_canaries"]
 
