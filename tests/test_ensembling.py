@@ -71,7 +71,7 @@ def trained(digits):
     keep[0, :150] = keep[1, 200:350] = True
     recipe = Recipe(epochs=3, batch_size=32, learning_rate=1e-2)
     job = TrainingJob(ARCH, recipe, x[perm], y[perm], keep, seed=5, eval_data=(x[1500:], y[1500:]))
-    return job, EN.train(job, EnsembleDefense(type="ensemble", n_models=4))
+    return job, EnsembleDefense(type="ensemble", n_models=4).train(job)
 
 
 def test_train_shapes_history_and_info(trained):
@@ -119,6 +119,6 @@ def test_ensemble_shrinks_the_member_nonmember_loss_gap(digits):
         return float(loss[400:].mean() - loss[:400].mean())
 
     single = gap(log_softmax(from_stack(train_plain(job)).observe(job.x)[0].astype(np.float64), -1))
-    ensemble = gap(EN.train(job, EnsembleDefense(type="ensemble", n_models=4)).observe(job.x)[0].astype(np.float64))
+    ensemble = gap(EnsembleDefense(type="ensemble", n_models=4).train(job).observe(job.x)[0].astype(np.float64))
     assert single > 0.1  # the undefended model does overfit
     assert ensemble < 0.75 * single, (ensemble, single)

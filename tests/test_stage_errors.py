@@ -10,11 +10,11 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _stage(tmp_path: Path, params: dict) -> subprocess.CompletedProcess:
+def _stage(tmp_path: Path, params: dict, stage: str = "prepare") -> subprocess.CompletedProcess:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(PROJECT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.stages.prepare"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
 
 
@@ -31,6 +31,7 @@ def test_unknown_key_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
 def test_unknown_defense_is_one_line(tmp_path: Path) -> None:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["defenses"]["dp"] = {"type": "telepathy"}
-    result = _stage(tmp_path, params)
-    assert result.returncode == 1 and "defenses.dp" in result.stderr
+    result = _stage(tmp_path, params, "validate")  # the first stage of every dvc repro
+    assert result.returncode == 1 and "defenses.dp" in result.stderr and "dropout" in result.stderr
+    assert not (tmp_path / "data").exists()
     assert result.stderr.strip().count("\n") == 0

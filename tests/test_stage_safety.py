@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checks import check
 from pipeline.config import parse_params
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import (
@@ -68,11 +69,11 @@ def test_interrupt_cannot_be_swallowed_by_except_keyboard_interrupt() -> None:
 
 
 def test_scoped_params_refuse_undeclared_reads_and_report_unread_scopes() -> None:
-    params = parse_params({"attack": {"rmia": {"gamma": 2.0}}, "defense": {"run": []}})
-    view = ScopedParams(params, ("seed", "attack.rmia", "defense.run"))
-    assert view.attack.rmia.gamma == 2.0 and view.seed == 42
-    with pytest.raises(PipelineError, match="'attack.lira'"):
-        view.attack.lira
+    params = parse_params({"data": {"n_members": 200}, "defense": {"run": []}})
+    view = ScopedParams(params, ("seed", "data.n_members", "defense.run"))
+    assert view.data.n_members == 200 and view.seed == 42
+    with pytest.raises(PipelineError, match="'data.n_test'"):
+        view.data.n_test
     with pytest.raises(PipelineError, match="'target'"):
         view.target
     assert view.unread_scopes() == ["defense.run"]
@@ -91,7 +92,7 @@ def test_scoped_params_refuse_undeclared_reads_and_report_unread_scopes() -> Non
 def test_booleans_are_not_numbers_and_numbers_are_not_booleans(raw: dict, key: str) -> None:
     raw = {"defense": {"run": []}, **raw}
     with pytest.raises(PipelineError, match=key):
-        parse_params(raw)
+        check(parse_params(raw))
 
 
 def test_orphaned_runs_are_marked_killed(tmp_path: Path) -> None:
