@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UI_PORT ?= 5000
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Stage commands call `python`/`dvc` from the project's environment, and
 # every run (queued DVC experiments too) logs to this project's store.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: setup run test ui bench exp clean
+.PHONY: setup run test test-fast test-kernels lint ui bench exp clean
 
 setup: $(STAMP)
 
@@ -25,8 +26,23 @@ run: setup
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.tools.show
 
+# The whole suite on every core (a test file's tests share one worker, so they share its
+# pipeline runs), then the CNN tests once under each of TensorFlow's CPU kernel sets:
+# oneDNN's and the default Eigen ones, whichever this CPU turns on by default.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
+	$(MAKE) --no-print-directory test-kernels
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m 'not slow'
+
+KERNEL_TESTS := tests/test_stack.py tests/test_dp_sgd.py tests/test_user_model.py -k cnn
+test-kernels: setup
+	TF_ENABLE_ONEDNN_OPTS=0 $(BIN)/python -m pytest -q $(KERNEL_TESTS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(BIN)/python -m pytest -q $(KERNEL_TESTS)
+
+lint: setup
+	$(BIN)/ruff check .
 
 ui: setup
 	@$(BIN)/python -m pipeline.tools.ui_link $(UI_PORT)

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from sklearn.datasets import load_digits  # noqa: E402
 
 from pipeline.config import ModelParams  # noqa: E402
-from pipeline.stack import Recipe, stack_logits, train_stack  # noqa: E402
 from pipeline.core.tf_runtime import keras  # noqa: E402
 from pipeline.core.types import Dataset  # noqa: E402
+from pipeline.stack import Recipe, stack_logits, train_stack  # noqa: E402
 from pipeline.training.user_model import design  # noqa: E402
 
 

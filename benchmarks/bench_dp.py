@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from sklearn.datasets import load_digits  # noqa: E402
 
 from pipeline import stack as S  # noqa: E402
-from pipeline.defenses.dp_sgd import DpSgdDefense  # noqa: E402
+from pipeline.core.tf_runtime import tf  # noqa: E402
 from pipeline.defenses import dp_sgd  # noqa: E402
 from pipeline.defenses.base import TrainingJob  # noqa: E402
-from pipeline.core.tf_runtime import tf  # noqa: E402
+from pipeline.defenses.dp_sgd import DpSgdDefense  # noqa: E402
 
 SETTINGS = "mlp:1,mlp:16,mlp:64,cnn:1,cnn:16,cnn:64"
 N_PER_MODEL, BATCH, LR = 350, 32, 1e-3

@@ -29,12 +29,12 @@ from pipeline.tools.ray_cluster import private_network  # noqa: E402
 def measure(models: int, shard_size: int) -> None:
     import numpy as np
 
-    from pipeline.training.attacker import ModelSet, train_reference
     from pipeline.config import ComputeParams, DataParams
     from pipeline.datasets.loaders import load_dataset
     from pipeline.datasets.splits import make_splits
     from pipeline.defenses.base import train_undefended
     from pipeline.stack import Architecture, Recipe
+    from pipeline.training.attacker import ModelSet, train_reference
 
     dataset = load_dataset(DataParams())
     splits = make_splits(len(dataset.y), DataParams(), np.random.default_rng(0))

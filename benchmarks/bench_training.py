@@ -21,9 +21,9 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -118,8 +118,8 @@ def row_batched(cfg: Config) -> Row:
 
 def row_sequential(cfg: Config) -> Row:
     """K separate Keras models, built, compiled and fit one after another."""
-    from pipeline.stack import keras_model
     from pipeline.core.tf_runtime import keras
+    from pipeline.stack import keras_model
 
     data = digits_problem(cfg)
     arch, recipe = architecture_and_recipe(cfg)
@@ -184,9 +184,9 @@ def row_epoch_profile(cfg: Config) -> Row:
     every step with nothing else, "Adam" the epoch's fused Adam updates of
     all K models with nothing else, each in one traced loop of as many steps.
     """
+    from pipeline.core.tf_runtime import tf
     from pipeline.stack import Trainer, init_weights
     from pipeline.stack.optimizer import FusedAdam
-    from pipeline.core.tf_runtime import tf
 
     data = digits_problem(cfg)
     arch, recipe = architecture_and_recipe(cfg)
@@ -259,7 +259,7 @@ def run_isolated(name: str, cfg: Config) -> Row:
 
 
 def _load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:

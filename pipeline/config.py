@@ -70,7 +70,7 @@ class DataParams(StrictModel):
         return self.member_column is not None or self.member_index is not None
 
     @model_validator(mode="after")
-    def _one_member_marker(self) -> "DataParams":
+    def _one_member_marker(self) -> DataParams:
         if self.member_column is not None and self.member_index is not None:
             raise ValueError(
                 "give at most one of member_column and member_index (the rows that trained target.model) "
@@ -79,7 +79,7 @@ class DataParams(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _attacker_models_match_the_target(self) -> "DataParams":
+    def _attacker_models_match_the_target(self) -> DataParams:
         """Shadow models train in disjoint pairs on n_members pool points each, with the defender's amount of reference data.
 
         With marked members their number comes from the data, so the
@@ -221,7 +221,7 @@ class CanaryParams(StrictModel):
     defenses: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _guesses_fit(self) -> "CanaryParams":
+    def _guesses_fit(self) -> CanaryParams:
         bad = [k for k in self.guesses if not 1 <= k <= self.n]
         if not self.guesses or bad or len(set(self.guesses)) != len(self.guesses):
             raise ValueError(
@@ -247,7 +247,7 @@ class Params(StrictModel):
     canaries: CanaryParams = CanaryParams()
 
     @model_validator(mode="after")
-    def _runs_configured_defenses(self) -> "Params":
+    def _runs_configured_defenses(self) -> Params:
         missing = [name for name in self.defense.run if name not in self.defenses]
         if missing:
             raise ValueError(
@@ -263,7 +263,7 @@ class Params(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _audited_model_has_its_members(self) -> "Params":
+    def _audited_model_has_its_members(self) -> Params:
         if self.target.model is not None and not self.data.marks_members:
             raise ValueError(
                 "data.member_column or data.member_index: target.model is set, so the data must mark the rows "

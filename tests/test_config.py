@@ -6,6 +6,7 @@
 """
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from pipeline.checks import check
 from pipeline.config import flatten, load_params, parse_params
 from pipeline.core.errors import PipelineError
 
-DEFAULT = yaml.safe_load(open("params.yaml"))
+DEFAULT = yaml.safe_load(Path("params.yaml").read_text())
 
 
 def bad(mutate) -> str:

@@ -71,7 +71,7 @@ def test_digits_default_loads_offline() -> None:
     dataset = load_dataset(DataParams())
     assert dataset.x.shape == (1797, 8, 8, 1)
     assert dataset.n_classes == 10
-    assert 0.0 <= dataset.x.min() and dataset.x.max() <= 1.0
+    assert dataset.x.min() >= 0.0 and dataset.x.max() <= 1.0
 
 
 def _write_csv(path, rows) -> None:

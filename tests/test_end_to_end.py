@@ -108,7 +108,7 @@ def test_the_tiny_preset_runs_the_whole_pipeline_as_one_experiment(project: tupl
         assert metrics["tpr_at_1pct_fpr"] is None  # 60 non-members cannot measure 1% FPR
     report = json.loads((root / "metrics/report.json").read_text())
     assert list(report) == ["undefended", *defenses]
-    for name, row in report.items():  # each target's headline attack, chosen on shadow data
+    for row in report.values():  # each target's headline attack, chosen on shadow data
         head = row["headline"]
         assert head["attack"] in params["attack"]["enabled"] and head["chosen_by"].endswith("on shadow data")
         assert head["metrics"] == row["attacks"][head["attack"]]

@@ -22,8 +22,8 @@ import re
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -53,7 +53,7 @@ print(json.dumps(results))
 def _load_offline(keras_home: Path, out: Path, *names: str) -> dict[str, str | None]:
     """Each dataset's PipelineError message, or None when it loaded (then saved to out/<name>.npz)."""
     env = {**os.environ, "KERAS_HOME": str(keras_home), "NO_PROXY": "", "no_proxy": ""}
-    env.update({key: OFFLINE_PROXY for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    env.update(dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"), OFFLINE_PROXY))
     done = subprocess.run(
         [sys.executable, "-c", LOAD, str(out), *names],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120,

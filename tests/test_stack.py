@@ -218,7 +218,7 @@ def test_to_keras_matches_stack_logits_also_after_save(arch, tmp_path):
     np.testing.assert_allclose(S.keras_logits(loaded, x), logits[2], atol=1e-5)
 
 
-def test_stack_logits_same_architecture_any_k():
+def test_cnn_stack_logits_are_the_same_for_any_k():
     """Model k's logits do not depend on K or on what was traced before."""
     x = np.random.default_rng(0).normal(size=(20, 8, 8, 1)).astype(np.float32)
     weights = S.init_weights(CNN, 3, np.random.default_rng(1))
@@ -232,7 +232,7 @@ def test_stack_logits_same_architecture_any_k():
         np.testing.assert_allclose(S.stack_logits(small, x)[0], logits_big[k], atol=1e-5)
 
 
-def test_stack_logits_chunks_agree():
+def test_cnn_stack_logits_chunks_agree():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8, 8, 1)).astype(np.float32)
     stack = S.train_stack(CNN, S.Recipe(1, 10, 1e-3), x, rng.integers(0, 10, 50),

@@ -73,9 +73,9 @@ def test_scoped_params_refuse_undeclared_reads_and_report_unread_scopes() -> Non
     view = ScopedParams(params, ("seed", "data.n_members", "defense.run"))
     assert view.data.n_members == 200 and view.seed == 42
     with pytest.raises(PipelineError, match="'data.n_test'"):
-        view.data.n_test
+        _ = view.data.n_test
     with pytest.raises(PipelineError, match="'target'"):
-        view.target
+        _ = view.target
     assert view.unread_scopes() == ["defense.run"]
 
 
@@ -153,3 +153,17 @@ def test_interrupts_during_the_commit_of_outputs_are_ignored() -> None:
 def test_a_defense_may_not_take_the_undefended_targets_file_names(name: str) -> None:
     with pytest.raises(PipelineError, match=f"defense name '{name}' is reserved"):
         parse_params({"defense": {"run": []}, "defenses": {name: {"type": "l2"}}})
+
+
+def test_written_numbers_stop_at_six_significant_digits(tmp_path: Path) -> None:
+    """float32 kernels differ between CPUs in the 7th digit: what the pipeline writes does not reach it."""
+    import json
+
+    import numpy as np
+
+    write_json(tmp_path / "m.json", {"auc": 0.66001234, "tpr": np.float32(1 / 3), "n": 350, "ok": True,
+                                     "none": None, "curve": [1.23456789e-5, 2.0], "nested": {"eps": 4.000000017}})  # fmt: skip
+    back = json.loads((tmp_path / "m.json").read_text())
+    assert back == {"auc": 0.660012, "tpr": 0.333333, "n": 350, "ok": True, "none": None,
+                    "curve": [1.23457e-05, 2.0], "nested": {"eps": 4.0}}  # fmt: skip
+    assert isinstance(back["n"], int) and back["ok"] is True

@@ -58,7 +58,8 @@ def test_the_stacks_own_mlp_is_recognised_with_its_recipe() -> None:
     assert recipe == Recipe(epochs=7, batch_size=16, learning_rate=pytest.approx(0.005), dropout=0.25, l2=0.01, label_smoothing=0.1)
 
 
-def test_a_cnn_of_the_stacks_shape_is_recognised() -> None:
+def test_a_cnn_of_the_stacks_shape_is_recognised_and_its_copies_train_batched() -> None:
+    """The attacker's copies of a user's CNN train as one stack (the path that needs grouped-conv gradients)."""
     model = keras.Sequential([
         keras.Input((8, 8, 1)),
         keras.layers.Conv2D(4, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(2),
@@ -69,6 +70,12 @@ def test_a_cnn_of_the_stacks_shape_is_recognised() -> None:
     architecture, fields = batched_design(model, C)
     assert (architecture.kind, architecture.conv_filters, architecture.hidden_units) == ("cnn", (4, 8), 12)
     assert fields["learning_rate"] == pytest.approx(1e-3)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 8, 8, 1)).astype(np.float32), rng.integers(0, C, 40)
+    keep = np.zeros((2, 40), bool)
+    keep[0, :20] = keep[1, 20:] = True
+    copies = train_stack(architecture, Recipe(epochs=2, batch_size=8, learning_rate=1e-3), x, y, keep, seed=1)
+    assert copies.n_models == 2 and np.all(np.isfinite(copies.history["loss"]))
 
 
 @pytest.mark.parametrize(

@@ -65,10 +65,7 @@ def gaussian_fit(
     if dof.sum() == 0:
         raise ValueError("estimating a variance needs at least two reference models on some point")
     pooled = squares.sum() / dof.sum()
-    if fixed_variance:
-        variance = np.full(mean.shape, pooled)
-    else:
-        variance = np.where(dof > 0, squares / np.maximum(dof, 1), pooled)
+    variance = np.full(mean.shape, pooled) if fixed_variance else np.where(dof > 0, squares / np.maximum(dof, 1), pooled)
     return mean, np.sqrt(np.maximum(variance, _MIN_VARIANCE))
 
 

@@ -10,7 +10,8 @@ module, so no training stage depends on any attack's code.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError, create_model
 

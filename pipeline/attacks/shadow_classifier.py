@@ -32,7 +32,8 @@ honest measurement on the target, to show how inflated the former is.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, StrictBool, StrictFloat, StrictInt

@@ -13,7 +13,7 @@ evaluator only.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.special import logsumexp

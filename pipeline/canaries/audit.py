@@ -20,8 +20,9 @@ and the scores together, so the run's largest bound holds at 95%.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

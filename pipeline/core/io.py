@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -106,9 +107,28 @@ def sweep_stale_temporaries(folders: list[Path]) -> list[Path]:
     return removed
 
 
+SIGNIFICANT_DIGITS = 6  # float32 kernels differ between CPUs in the 7th digit; outputs stop at the 6th
+
+
+def rounded(obj: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
+    """`obj` with every float (NumPy's too) at `digits` significant digits, in nested dicts and lists.
+
+    Metrics and plot values are written this way, so the same run on
+    another CPU writes the same files unless a value sits at a rounding
+    boundary (or float noise reorders two tied scores).
+    """
+    if isinstance(obj, dict):
+        return {key: rounded(value, digits) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(value, digits) for value in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(f"{float(obj):.{digits}g}")
+    return obj
+
+
 def json_text(obj: Any) -> str:
-    """`obj` as the project writes JSON: indented, keys in the order given."""
-    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """`obj` as the project writes JSON: indented, keys in the order given, floats `rounded`."""
+    return json.dumps(rounded(obj), indent=2, sort_keys=False) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> None:

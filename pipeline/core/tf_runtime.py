@@ -18,8 +18,9 @@ import contextlib
 import functools
 import os
 import sys
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import pipeline  # noqa: F401  (sets the log-level defaults first)
 

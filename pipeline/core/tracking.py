@@ -17,8 +17,9 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class StageRun:
         """Log the numeric entries; None ("not measurable") is left out, not logged as 0."""
         import mlflow
 
-        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        numeric = {k: float(v) for k, v in rounded(metrics).items() if isinstance(v, (int, float)) and v is not None}
         if numeric:
             mlflow.log_metrics(numeric, step=step)
 
@@ -111,7 +112,7 @@ class StageRun:
 
         stamp = int(time.time() * 1000)
         metrics = [
-            Metric(key, float(value), stamp, step)
+            Metric(key, rounded(float(value)), stamp, step)
             for key, values in history.items()
             for step, value in enumerate(np.asarray(values).reshape(-1))
         ]

@@ -8,11 +8,12 @@ cache folder); `csv` and `npz` read a user's file under `data/raw/`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -173,10 +174,8 @@ def _class_indices(labels: np.ndarray, name: str) -> np.ndarray:
     are one class and "10" sorts after "2"; other labels compare as text.
     """
     if labels.dtype.kind in "US":
-        try:
+        with contextlib.suppress(ValueError):  # some label is not a number: the labels are text
             labels = labels.astype(np.float64)
-        except ValueError:
-            pass  # some label is not a number: the labels are text
     if labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise PipelineError(f"{name}: some labels are NaN or infinite; give every sample a class")
     return np.unique(labels, return_inverse=True)[1].reshape(-1)

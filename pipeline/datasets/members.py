@@ -29,7 +29,8 @@ def rows_from_column(values: np.ndarray, shown: str) -> np.ndarray:
         bad = np.flatnonzero(~np.isin(values, (0, 1)))
         if bad.size:
             raise PipelineError(
-                f"data.member_column: {shown} row {int(bad[0])} holds {values[bad[0]].item()!r}; mark each row 1 (trained on) or 0"
+                f"data.member_column: {shown} row {int(bad[0])} holds {values[bad[0]].item()!r}; "
+                "mark each row 1 (trained on) or 0"
             )
         return values == 1
     marks = np.empty(len(values), dtype=bool)

@@ -72,7 +72,8 @@ The transforms (probability level, l the predicted label)
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, StrictFloat, StrictInt

@@ -152,7 +152,7 @@ class SelenaDefense(Defense):
     n_excluded: StrictInt = Field(4, ge=1)
 
     @model_validator(mode="after")
-    def _some_submodels_train(self) -> "SelenaDefense":
+    def _some_submodels_train(self) -> SelenaDefense:
         if self.n_excluded >= self.n_submodels:
             raise ValueError(
                 f"n_excluded must be below n_submodels (got n_excluded={self.n_excluded}, "

@@ -28,7 +28,8 @@ import contextlib
 import functools
 import logging
 import math
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import dp_accounting as _dpa
 import numpy as np

@@ -25,8 +25,8 @@ largest over it, each computed at 1 - (1 - confidence) / |grid|
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.stats import binom

@@ -7,7 +7,7 @@ repeated calls (every epoch's evaluation) do not retrace.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

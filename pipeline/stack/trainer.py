@@ -27,8 +27,8 @@ Adam updates (memory-bound) and the step's other ops about equally.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -33,7 +33,10 @@ def run(params: ScopedParams) -> None:
         log_split_inputs(run_log, dataset, splits, ("candidates", "shadow_pool"))  # trained on / defender data
         metrics = {"n_models": signals.n_models, **shadow_accuracy(signals)}
         run_log.log_metrics(metrics)
-        print(f"reference: {signals.n_models} models, accuracy on candidates IN {metrics['in_accuracy']:.3f}, OUT {metrics['out_accuracy']:.3f}")
+        print(
+            f"reference: {signals.n_models} models, accuracy on candidates "
+            f"IN {metrics['in_accuracy']:.3f}, OUT {metrics['out_accuracy']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `train_target`: train the undefended target on the members (or take the user's `target.model`), save it and its outputs."""
+"""Stage `train_target`: train the undefended target on the members (or take `target.model`), save it and its outputs."""
 
 from __future__ import annotations
 
@@ -43,7 +43,10 @@ def run(params: ScopedParams) -> None:
         save_target_outputs(TARGET, target, dataset, splits, params.seed)
         log_model(run_log, target, dataset, splits)
         u = target.utility
-        print(f"target: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}, gap {u['generalization_gap']:.3f}")
+        print(
+            f"target: train accuracy {u['train_accuracy']:.3f}, test accuracy {u['test_accuracy']:.3f}, "
+            f"gap {u['generalization_gap']:.3f}"
+        )
 
 
 if __name__ == "__main__":

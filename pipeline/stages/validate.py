@@ -28,7 +28,6 @@ from pipeline.stages.common import (
     main,
 )
 
-
 PARAMS = ()  # it reads the whole file, a declared dependency of its own (deps: params.yaml)
 
 
@@ -55,7 +54,8 @@ def run(params: ScopedParams) -> None:
         folder.mkdir()
         for name in checked.audited_defenses():
             (folder / f"{name}.json").write_text(json_text(defense_record(name, *checked.defenses[name])))
-    print(f"params.yaml: valid ({len(checked.attack.enabled)} attacks, defenses: {', '.join(checked.audited_defenses()) or 'none'})")
+    defenses = ", ".join(checked.audited_defenses()) or "none"
+    print(f"params.yaml: valid ({len(checked.attack.enabled)} attacks, defenses: {defenses})")
 
 
 if __name__ == "__main__":

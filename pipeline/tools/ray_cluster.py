@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 _START_TIMEOUT_S = 90
 
@@ -76,7 +76,7 @@ def local_cluster(num_cpus: int, folder: Path) -> Iterator[dict[str, str]]:
     """
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    log = open(folder / "head.log", "wb")
+    log = open(folder / "head.log", "wb")  # noqa: SIM115 (open while the head runs, closed in the finally below)
     head = subprocess.Popen(
         [
             _ray_command(), "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",

@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
-COPIED = ("pipeline", "presets", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/.gitignore", ".dvc/config", ".dvc/plots", "data/raw")
+COPIED = (
+    "pipeline", "presets", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+    ".dvc/.gitignore", ".dvc/config", ".dvc/plots", "data/raw",
+)  # fmt: skip
 
 
 def sandbox_env(root: Path) -> dict[str, str]:

@@ -11,8 +11,8 @@ most half of them (exactly half for the candidates of reference models).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

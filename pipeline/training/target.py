@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,9 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def utility_metrics(train_logits: np.ndarray, train_y: np.ndarray, test_logits: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
+def utility_metrics(
+    train_logits: np.ndarray, train_y: np.ndarray, test_logits: np.ndarray, test_y: np.ndarray
+) -> dict[str, float]:
     """Train and test accuracy and their gap, the usual overfitting signal."""
     train_acc, test_acc = accuracy(train_logits, train_y), accuracy(test_logits, test_y)
     return {

@@ -145,7 +145,8 @@ def _plain_weights(config: dict, l2: list[float]) -> bool:
         return False
     if (config.get("bias_initializer") or {}).get("class_name") != "Zeros":
         return False
-    if any(config.get(key) is not None for key in ("bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")):
+    extras = ("bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")
+    if any(config.get(key) is not None for key in extras):
         return False
     regularizer = config.get("kernel_regularizer")
     if regularizer is None:

@@ -16,8 +16,8 @@ Epsilon is accounted for the Poisson-subsampled Gaussian mechanism by
 `pipeline.measures.accounting` (RDP or PLD); sigma is calibrated from
 `target_epsilon` when no `noise_multiplier` is given.
 
-Modules: `defense` (the settings and the `Defense` the registry names), `plan` (the privacy plan of a job and its epsilon), `mechanism`
-(Poisson sampling, clipping, Gaussian noise, the secure draws),
+Modules: `defense` (the settings and the `Defense` the registry names),
+`plan` (the privacy plan of a job and its epsilon), `mechanism` (Poisson sampling, clipping, Gaussian noise, the secure draws),
 `per_example` (per-example gradient norms and the clipped sum without a
 loop over examples), `trainer` (the stack's `Trainer` with DP-SGD epochs,
 `train`, and a canary run's training).

@@ -38,7 +38,7 @@ class DpSgdDefense(Defense):
     randomness: Literal["seeded", "secure"] = "seeded"
 
     @model_validator(mode="after")
-    def _one_noise_source(self) -> "DpSgdDefense":
+    def _one_noise_source(self) -> DpSgdDefense:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError(
                 "give exactly one of noise_multiplier and target_epsilon (set the other to null) "

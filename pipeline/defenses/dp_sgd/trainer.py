@@ -114,7 +114,9 @@ class DpTrainer(Trainer):
         coords, included = self.dirac
         k, m = sums[0].shape[0], coords.shape[0]
         sampled = tf.logical_and(tf.random.stateless_uniform([k, m], seed) < self.dp.sampling_rate, included)
-        added = tf.scatter_nd(coords[:, None], tf.transpose(tf.cast(sampled, tf.float32)) * self.dp.clip_norm, [sum(self.sizes), k])
+        added = tf.scatter_nd(
+            coords[:, None], tf.transpose(tf.cast(sampled, tf.float32)) * self.dp.clip_norm, [sum(self.sizes), k]
+        )
         flat = self._flat(sums) + tf.transpose(added)
         return [tf.reshape(part, g.shape) for part, g in zip(tf.split(flat, self.sizes, axis=1), sums)]
 
