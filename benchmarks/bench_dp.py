@@ -37,6 +37,7 @@ from pipeline.core.tf_runtime import tf  # noqa: E402
 from pipeline.defenses import dp_sgd  # noqa: E402
 from pipeline.defenses.base import TrainingJob  # noqa: E402
 from pipeline.defenses.dp_sgd import DpSgdDefense  # noqa: E402
+from pipeline.stack import conv  # noqa: E402
 
 SETTINGS = "mlp:1,mlp:16,mlp:64,cnn:1,cnn:16,cnn:64"
 N_PER_MODEL, BATCH, LR = 350, 32, 1e-3
@@ -94,10 +95,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs (E)")
     parser.add_argument("--repeats", type=int, default=3, help="best of R")
     parser.add_argument("--settings", default=SETTINGS, help=f"model:K pairs (default {SETTINGS})")
+    parser.add_argument(
+        "--per-model-conv", action="store_true",
+        help="convolve model by model even where the kernels differentiate grouped convolutions (bench_kernels.py)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.per_model_conv:
+        conv.grouped_gradients_supported = lambda: False  # the path TensorFlow's default CPU kernels take
     defense = DpSgdDefense(type="dp_sgd", noise_multiplier=1.0, clip_norm=1.0)
 
-    print(f"digits, n = {N_PER_MODEL} per model, batch {BATCH}, E = {args.epochs}, best of {args.repeats}")
+    path = "grouped" if conv.grouped_gradients_supported() else "per-model"
+    print(f"digits, n = {N_PER_MODEL} per model, batch {BATCH}, E = {args.epochs}, best of {args.repeats}; conv: {path}")
     print(
         f"{'model':<6}{'K':>4}{'plain ms/epoch':>16}{'DP ms/epoch':>13}{'ratio':>7}"
         f"{'noise ms/epoch':>16}{'noise/plain':>13}{'plain call s':>14}{'DP call s':>11}{'ratio':>7}"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_training.py", "bench_clones.py", "bench_ray.py", "bench_dp.py", "bench_pipeline.py")
+BENCHMARKS = ("bench_training.py", "bench_clones.py", "bench_ray.py", "bench_dp.py", "bench_kernels.py", "bench_pipeline.py")
 
 
 def main() -> None:
