@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.io import rounded
 from pipeline.core.processes import StageInterrupted, pid_alive
 
 PARENT_TAG = "mlflow.parentRunId"
