@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: setup
+	@$(BIN)/python -m pipeline.tools.check_params
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.tools.show
 

@@ -8,7 +8,7 @@ one after another in this process (`compute.backend: local`), or as Ray
 tasks on a 2-CPU local cluster. On a 2-core machine this measures Ray's
 overhead (worker start-up, TensorFlow import per worker, object
 transfer), not a speed-up: both rows have the same two cores. The per
-shard time is what the cost model of the README's "Scaling out" section
+shard time is what the cost model in docs/operations.md ("Scaling out")
 scales. Ray runs in a private network namespace (see `pipeline.tools.ray_cluster`).
 """
 

@@ -1,9 +1,9 @@
-"""Make the README's MLflow UI screenshots with the browser-test harness (`pipeline.tools.ui_check`).
+"""Make the MLflow UI screenshots of docs/operations.md with the browser-test harness (`pipeline.tools.ui_check`).
 
 In a throwaway copy of the project it runs two experiments with
 `dvc exp run -S ...` (default params, two defenses, the second with another
 dropout rate), serves that copy's store with `mlflow ui` and photographs,
-in headless Chromium, what the README's "comparing runs" section walks
+in headless Chromium, what docs/operations.md's "The MLflow UI" section walks
 through:
 
 - docs/ui-runs.png      the experiment's runs after the click on "Model training",

@@ -118,7 +118,7 @@ def require_batched(architecture: Architecture, what: str) -> None:
     if architecture.kind == "keras":
         raise PipelineError(
             f"defenses.<name>: {what} needs the project's batched trainer, which cannot rebuild "
-            "target.model's architecture (it covers the MLP and CNN described in the README); with this model, "
+            "target.model's architecture (it covers the MLP and CNN of docs/your-data-and-model.md); with this model, "
             "list only output defenses (memguard, top_k, rounding, label_only) and ensemble in defense.run"
         )
 

@@ -45,7 +45,7 @@ def refuse_unbuildable_defenses(batched: bool, audited: str) -> None:
     if needing and not batched:
         raise PipelineError(
             f"defense.run: {', '.join(needing)} must retrain the model with the project's batched trainer, which "
-            f"cannot rebuild {audited}'s architecture (it covers the MLP and CNN of docs/your-model.md); list only "
+            f"cannot rebuild {audited}'s architecture (it covers the MLP and CNN of docs/your-data-and-model.md); list only "
             "output defenses (memguard, top_k, rounding, label_only) and ensemble in defense.run for this model"
         )
 

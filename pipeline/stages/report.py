@@ -1,8 +1,8 @@
 """Stage `report`: one table and figures for every target, and the MLflow summary run.
 
-It depends on the whole params.yaml: any edit reruns it, so a wrong or
-unknown key anywhere fails `dvc repro` with one line even when no other
-stage reads that key, and the summary run records every change.
+It depends on the whole params.yaml, so any edit reruns it and the
+summary run records every change (stage `validate` has checked every key
+before any training).
 
 The summary run carries every parameter and the headline metrics, and the
 stage runs of this `dvc repro` are nested under it; runs of stages DVC

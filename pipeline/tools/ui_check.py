@@ -1,7 +1,7 @@
 """Look at the MLflow UI as a person does: a real `mlflow ui` server and headless Chromium.
 
 Used by the browser test (`tests/test_end_to_end.py`) and by
-`docs/screenshots.py`, which makes the README's screenshots. Needs
+`docs/screenshots.py`, which makes the screenshots of docs/operations.md. Needs
 Debian's `chromium` and `chromium-driver` (`.ci/run` installs them) and
 the `selenium` package (the `dev` extra). The server binds to 127.0.0.1
 and is stopped by its process group, which `serve_ui` started.
