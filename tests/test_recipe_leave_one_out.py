@@ -68,7 +68,11 @@ def test_each_target_is_scored_as_if_its_own_model_did_not_exist(signals, name, 
 
 @pytest.mark.parametrize("name", ATTACKS)
 def test_a_targets_own_keep_row_never_enters_its_scores(signals, name):
-    """Flipping target k's keep row leaves row k unchanged, while the other targets (k is their reference) move."""
+    """Flipping target k's keep row leaves row k unchanged, while the other targets (k is their reference) move.
+
+    Checked by hand: handing the callback the full keep matrix (so target
+    k's own keep bits pick its IN and OUT references) fails this test.
+    """
     logits, labels, keep = signals
     before = attack(name, logits, labels, keep)
     for k in (0, 5):

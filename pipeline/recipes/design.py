@@ -25,7 +25,7 @@ from pipeline.canaries import make_canaries
 from pipeline.errors import PipelineError
 from pipeline.types import Dataset
 
-__all__ = ["RecipeDesign", "paired_keep", "make_design"]
+__all__ = ["RecipeDesign", "make_design", "paired_keep"]
 
 
 @dataclass(frozen=True)

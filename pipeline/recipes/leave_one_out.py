@@ -22,7 +22,7 @@ returns scores (K, P), higher means member: row k is model k as target.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from pipeline.attacks._signals import log_true_prob, phi, pseudo_target_scores
 from pipeline.attacks.lira import gaussian_fit, likelihood_ratio, offline_scores
 from pipeline.attacks.rmia import log_likelihood_ratio, rmia_scores
 
-__all__ = ["lira_online", "lira_offline", "rmia_offline", "loss"]
+__all__ = ["lira_offline", "lira_online", "loss", "rmia_offline"]
 
 Score = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
