@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import Dataset
 from pipeline.recipes.design import make_design, paired_keep
-from pipeline.types import Dataset
 
 K, N, M = 8, 40, 6
 

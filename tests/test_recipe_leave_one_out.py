@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.attacks._signals import log_true_prob, phi
 from pipeline.attacks.lira import gaussian_fit, likelihood_ratio, offline_scores
 from pipeline.attacks.rmia import log_likelihood_ratio, rmia_scores
+from pipeline.attacks.statistics import log_true_prob, phi
 from pipeline.recipes import leave_one_out
 from pipeline.recipes.design import paired_keep
 

@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from pipeline.evaluation import roc, tpr_at_fpr
+from pipeline.measures.roc import roc, tpr_at_fpr
 from pipeline.recipes.design import paired_keep
 from pipeline.recipes.pooled import (
     Estimate,
@@ -61,7 +61,7 @@ def test_point_estimates_are_the_pooled_roc_read_as_the_project_reads_it():
 
 
 def test_bootstrap_replicates_are_pooled_rocs_of_models_drawn_with_replacement():
-    """Against a direct computation: repeat each drawn model, pool, read the ROC with `pipeline.evaluation`.
+    """Against a direct computation: repeat each drawn model, pool, read the ROC with `pipeline.measures.roc`.
 
     Scores are rounded so that ties across models occur.
     """

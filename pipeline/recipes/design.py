@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.canaries import make_canaries
-from pipeline.errors import PipelineError
-from pipeline.types import Dataset
+from pipeline.canaries.records import make_canaries
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import Dataset
 
 __all__ = ["RecipeDesign", "make_design", "paired_keep"]
 

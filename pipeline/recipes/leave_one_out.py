@@ -3,7 +3,7 @@
 Each model k in turn plays the target; its scores on all P points (pool
 and canaries) come from its own outputs and the OTHER K - 1 models'
 outputs and keep rows only. The masking is `pseudo_target_scores`'s
-(`pipeline.attacks._signals`): row k is neither IN nor OUT for its own
+(`pipeline.attacks.statistics`): row k is neither IN nor OUT for its own
 calibration, so a model is never its own reference and its own membership
 never enters its score. The per-point statistics are the attacks' own:
 
@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.attacks._signals import log_true_prob, phi, pseudo_target_scores
 from pipeline.attacks.lira import gaussian_fit, likelihood_ratio, offline_scores
 from pipeline.attacks.rmia import log_likelihood_ratio, rmia_scores
+from pipeline.attacks.statistics import log_true_prob, phi, pseudo_target_scores
 
 __all__ = ["lira_offline", "lira_online", "loss", "rmia_offline"]
 

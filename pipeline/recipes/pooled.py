@@ -4,7 +4,7 @@ Pooling (Carlini et al. 2022): every model k contributes its decisions on
 the chosen points, scores[k, j] with membership keep[k, j], and one ROC is
 taken over all K x Q decisions with one global threshold per operating
 point. AUC and TPR at 1%, 0.1% and 0.01% FPR are read off that ROC with
-`pipeline.evaluation`'s rules: exact operating points, ties together, and
+`pipeline.measures.roc`'s rules: exact operating points, ties together, and
 TPR at FPR f is None ("not measurable") when the pooled OUT decisions are
 fewer than 1/f, never 0.
 
@@ -40,8 +40,8 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
-from pipeline.evaluation import FPR_LEVELS, roc, tpr_at_fpr
-from pipeline.intervals import CONFIDENCE, N_RESAMPLES
+from pipeline.measures.intervals import CONFIDENCE, N_RESAMPLES
+from pipeline.measures.roc import FPR_LEVELS, roc, tpr_at_fpr
 
 __all__ = [
     "Difference",
@@ -156,7 +156,7 @@ def _model_weights(n_models: int, n_resamples: int, seed: int) -> np.ndarray:
 def _analysed(
     s: np.ndarray, y: np.ndarray, weights: np.ndarray, levels: tuple[float, ...]
 ) -> tuple[list[float | None], np.ndarray]:
-    """The pooled statistics, read as `pipeline.evaluation` reads them, and their replicates."""
+    """The pooled statistics, read as `pipeline.measures.roc` reads them, and their replicates."""
     curve = roc(s.ravel(), y.ravel(), "pooled decisions")
     values = [float(roc_auc_score(y.ravel(), s.ravel())), *(tpr_at_fpr(curve, level) for level in levels)]
     return values, _replicate_values(_model_counts(s, y, curve.thresholds), weights, levels)
