@@ -30,12 +30,16 @@ class CheckedParams:
     defenses: dict[str, tuple[str, Defense]]
 
     def audited_defenses(self) -> list[str]:
-        """Defenses some stage trains: those in `defense.run` (the canary audits' are among them)."""
-        return list(self.params.defense.run)
+        """Defenses some stage trains: `defense.run` (the canary audits' are among them) and the DP baseline."""
+        return [*self.params.defense.run, *self.params.recipe_audit.dp_baseline]
 
-    def needing_batched_trainer(self) -> list[str]:
-        """Run defenses that must retrain the target's architecture with the project's batched trainer."""
-        return [name for name in self.audited_defenses() if type(self.defenses[name][1]).needs_batched_trainer]
+    def needing_batched_trainer(self) -> dict[str, list[str]]:
+        """Trained defenses that must retrain the target's architecture with the project's batched trainer, by key."""
+        lists = {"defense.run": self.params.defense.run, "recipe_audit.dp_baseline": self.params.recipe_audit.dp_baseline}
+        return {
+            key: [name for name in names if type(self.defenses[name][1]).needs_batched_trainer]
+            for key, names in lists.items()
+        }
 
 
 def check(params: Params) -> CheckedParams:
@@ -63,6 +67,12 @@ def check(params: Params) -> CheckedParams:
             problems.append(
                 f"params.yaml: data.n_defender_reference: defense {name!r} ({defenses[name][1].type}) trains on "
                 f"defender reference data (got {params.data.n_defender_reference})"
+            )
+    for name in params.recipe_audit.dp_baseline:
+        if name in defenses and defenses[name][1].type != "dp_sgd":
+            problems.append(
+                f"params.yaml: recipe_audit.dp_baseline: {name!r} is a {defenses[name][1].type} defense; "
+                "the baseline lists dp_sgd defenses only"
             )
     if problems:
         raise PipelineError("\n".join(problems))

@@ -233,6 +233,24 @@ class CanaryParams(StrictModel):
         return self
 
 
+class RecipeAuditParams(StrictModel):
+    """The recipe audit: does a defense reduce leakage, and at what accuracy cost?
+
+    Every recipe (the undefended training, each defense in `defense.run`,
+    each DP-SGD setting of `dp_baseline`) trains `n_models` models on
+    complementary halves of the audit pool (the candidates) plus
+    `n_canaries` mislabeled canaries, the same design for every recipe, so
+    comparisons are paired. `dp_baseline` names configured `dp_sgd`
+    defenses (typically at several epsilons) that trace the DP-SGD
+    privacy-utility frontier the heuristic defenses are compared with.
+    """
+
+    n_models: EvenCount = Field(32, ge=4)
+    n_canaries: EvenCount = Field(64, ge=2)
+    dp_baseline: tuple[str, ...] = ()
+    accuracy_tolerance: StrictFloat = Field(0.01, ge=0, lt=1)  # a DP setting this close in test accuracy counts as accurate
+
+
 class Params(StrictModel):
     seed: StrictInt = Field(42, ge=0)
     mlflow: MlflowParams = MlflowParams()
@@ -245,6 +263,7 @@ class Params(StrictModel):
     defense: DefenseSettings = DefenseSettings()
     defenses: dict[str, DefenseBlock] = Field(default_factory=dict)
     canaries: CanaryParams = CanaryParams()
+    recipe_audit: RecipeAuditParams = RecipeAuditParams()
 
     @model_validator(mode="after")
     def _runs_configured_defenses(self) -> Params:
@@ -259,6 +278,19 @@ class Params(StrictModel):
             raise ValueError(
                 f"canaries.defenses: {not_run[0]!r} is not in defense.run ({', '.join(self.defense.run) or 'empty'}); "
                 "audit only defenses that run, or add it to defense.run"
+            )
+        baseline = self.recipe_audit.dp_baseline
+        unknown = [name for name in baseline if name not in self.defenses]
+        if unknown:
+            raise ValueError(
+                f"recipe_audit.dp_baseline: {unknown[0]!r} is not configured under defenses "
+                f"(configured: {', '.join(self.defenses) or 'none'})"
+            )
+        twice = [name for name in baseline if name in self.defense.run or baseline.count(name) > 1]
+        if twice:
+            raise ValueError(
+                f"recipe_audit.dp_baseline: {twice[0]!r} is listed twice (defense.run's recipes are audited already); "
+                "list each DP-SGD setting once"
             )
         return self
 

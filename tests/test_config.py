@@ -152,3 +152,17 @@ def test_selena_needs_training_submodels() -> None:
 def test_dp_sgd_takes_one_noise_source() -> None:
     message = bad(lambda r: r["defenses"]["dp_sgd"].update(noise_multiplier=1.0, target_epsilon=4.0))
     assert "defenses.dp_sgd: give exactly one of noise_multiplier and target_epsilon" in message
+
+
+def test_the_dp_baseline_names_configured_dp_sgd_defenses_once() -> None:
+    message = bad(lambda r: r["recipe_audit"].update(dp_baseline=["dp_eps16", "nowhere"]))
+    assert "recipe_audit.dp_baseline" in message and "'nowhere'" in message
+    message = bad(lambda r: r["recipe_audit"].update(dp_baseline=["dp_sgd"]))  # already in defense.run
+    assert "recipe_audit.dp_baseline" in message and "'dp_sgd' is listed twice" in message
+    message = bad(lambda r: r["recipe_audit"].update(dp_baseline=["dropout_off"]) or r["defenses"].update(dropout_off={"type": "dropout"}))
+    assert "recipe_audit.dp_baseline: 'dropout_off' is a dropout defense" in message
+
+
+def test_the_recipe_audit_needs_even_counts() -> None:
+    assert "recipe_audit.n_models" in bad(lambda r: r["recipe_audit"].update(n_models=7))
+    assert "recipe_audit.n_canaries" in bad(lambda r: r["recipe_audit"].update(n_canaries=0))

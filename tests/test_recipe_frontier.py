@@ -48,3 +48,11 @@ def test_unmeasurable_leakage_is_undecided():
     assert compare_to_frontier(HEURISTIC, [unmeasured]).verdict == "undecided"
     blind = RecipePoint("dropout", 0.90, Estimate(None, None, None))
     assert compare_to_frontier(blind, [dp("eps8", 0.95, 0.0, 0.01)]).verdict == "undecided"
+
+
+def test_a_dp_setting_within_the_accuracy_tolerance_counts_as_accurate():
+    """0.895 against 0.900: outside a zero tolerance, inside 0.01 (the default of recipe_audit.accuracy_tolerance)."""
+    close = [dp("eps1000", 0.895, 0.00, 0.05)]
+    assert compare_to_frontier(HEURISTIC, close).verdict == "no_dp_as_accurate"
+    assert compare_to_frontier(HEURISTIC, close, tolerance=0.01).verdict == "dp_leaks_less"
+    assert compare_to_frontier(HEURISTIC, close, tolerance=0.004).verdict == "no_dp_as_accurate"

@@ -23,9 +23,9 @@ import numpy as np
 
 from pipeline.canaries.records import make_canaries
 from pipeline.core.errors import PipelineError
-from pipeline.core.types import Dataset
+from pipeline.core.types import Dataset, Splits
 
-__all__ = ["RecipeDesign", "make_design", "paired_keep"]
+__all__ = ["RecipeDesign", "audit_design", "make_design", "paired_keep"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,15 @@ def make_design(
     canary_x, canary_y = make_canaries("mislabeled", n_canaries, dataset, sources, rng)
     keep = paired_keep(pool.size, n_canaries, n_models, rng)
     return RecipeDesign(pool=pool, canary_x=canary_x, canary_y=canary_y.astype(np.int64), keep=keep)
+
+
+def audit_design(dataset: Dataset, splits: Splits, n_models: int, n_canaries: int, seed: int) -> RecipeDesign:
+    """The recipe audit's design on this data: the candidates as the pool, canaries from the attacker's pool.
+
+    The candidates (the target's members and non-members) are the records
+    whose privacy the report is about. Canaries copy records no recipe
+    trains on and no model is tested on (the shadow pool), each with a
+    wrong label. Every recipe gets the same design from `seed`.
+    """
+    rng = np.random.default_rng(seed)
+    return make_design(dataset, splits.candidates, splits.shadow_pool, n_canaries, n_models, rng)

@@ -89,13 +89,16 @@ def markdown(
     exposed: list[dict],
     seed: dict[str, float] | None,
     canaries: dict[str, dict[str, Any]] | None = None,
+    opening: list[str] | None = None,
 ) -> str:
-    """The report as Markdown: setup, threat model, summary, every attack, DP and canary audits, exposed points, figures."""
+    """The report as Markdown: the `opening` section (which recipe leaks less), setup, threat model, summary,
+    every attack, DP and canary audits, exposed points, figures."""
     canaries = canaries or {}
     n_attacks = len(next(iter(table.values()))["attacks"])
     lines = [
         "# Membership-inference audit",
         "",
+        *([*opening, "", "## This audit's target and its defenses", ""] if opening else []),
         (
             f"Dataset `{context['dataset']}`: the target is the given model `{context['audited_model']}`, audited as "
             f"it is (never retrained; defended variants retrain its architecture); its {context['n_members']} "

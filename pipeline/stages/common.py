@@ -40,6 +40,7 @@ TARGET = ROOT / "data" / "target"
 SHADOWS = ROOT / "data" / "shadows" / "signals.npz"
 REFERENCE = ROOT / "data" / "reference" / "signals.npz"
 DEFENSES = ROOT / "data" / "defenses"
+RECIPES = ROOT / "data" / "recipes"  # <recipe>/outputs.npz: the recipe audit's models' outputs on the design
 VALIDATED = ROOT / "data" / "validated"
 REQUIREMENTS = VALIDATED / "requirements.json"  # what the settings require of the data and model (stage validate)
 VALIDATED_DEFENSES = VALIDATED / "defenses"  # <name>.json: each run defense's class, settings, code fingerprint

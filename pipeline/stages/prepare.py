@@ -40,13 +40,15 @@ PARAMS = ("seed", "data", "target.model", "mlflow.experiment")
 
 
 def refuse_unbuildable_defenses(batched: bool, audited: str) -> None:
-    """Stop at once if a run defense must retrain an architecture the batched trainer cannot rebuild."""
-    needing = read_json(REQUIREMENTS)["defenses_needing_the_batched_trainer"]
+    """Stop at once if a trained defense must retrain an architecture the batched trainer cannot rebuild."""
+    needing = {key: names for key, names in read_json(REQUIREMENTS)["defenses_needing_the_batched_trainer"].items() if names}
     if needing and not batched:
+        listed = " and ".join(f"{key}: {', '.join(names)}" for key, names in needing.items())
         raise PipelineError(
-            f"defense.run: {', '.join(needing)} must retrain the model with the project's batched trainer, which "
-            f"cannot rebuild {audited}'s architecture (it covers the MLP and CNN of docs/your-data-and-model.md); list only "
-            "output defenses (memguard, top_k, rounding, label_only) and ensemble in defense.run for this model"
+            f"{listed}: these defenses retrain the model with the project's batched trainer, which cannot rebuild "
+            f"{audited}'s architecture (it covers the MLP and CNN of docs/your-data-and-model.md); list only output "
+            "defenses (memguard, top_k, rounding, label_only) and ensemble in defense.run, and none in "
+            "recipe_audit.dp_baseline, for this model"
         )
 
 

@@ -28,6 +28,7 @@ from pipeline.core.io import (
 from pipeline.core.types import AttackScores
 from pipeline.measures.roc import most_exposed
 from pipeline.measures.roc_grid import parse_roc_csv
+from pipeline.reporting import recipes as recipe_report
 from pipeline.reporting.figures import (
     canary_figure,
     highlighted_attacks,
@@ -60,10 +61,11 @@ from pipeline.stages.common import (
 SUMMARY_RUN = ROOT / "data" / "summary_run.json"
 UPSTREAM = (
     "prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack", "audit_canaries",
+    "recipe_attack",
 )  # fmt: skip
 PARAMS = (
     "data.dataset", "shadows.n_models", "reference.n_models", "attack.enabled", "attack.tune_for", "defense",
-    "canaries.defenses", "mlflow",
+    "canaries.defenses", "recipe_audit.dp_baseline", "mlflow",
 )  # fmt: skip
 PREPROCESSING = {
     None: "Features are used as loaded (images scaled by a constant): no statistic of any record enters preprocessing.",
@@ -145,20 +147,23 @@ def run(params: ScopedParams) -> None:
         tradeoff = privacy_utility_figure(table)
         write_json(METRICS / "report.json", table)
         write_text(PLOTS / "frontier.csv", frontier_csv(table))
-        text = markdown(table, context, exposed, seed_comparison, canaries)
+        comparison = read_json(METRICS / "recipes.json")
+        text = markdown(table, context, exposed, seed_comparison, canaries, recipe_report.section(comparison))
         write_text(REPORTS / "report.md", text)
         figures = {
             "roc.png": _save_figure(roc, REPORTS / "roc.png"),
             "privacy_utility.png": _save_figure(tradeoff, REPORTS / "privacy_utility.png"),
             "canary_audit.png": _save_figure(canary_figure(canaries), REPORTS / "canary_audit.png"),
+            "recipes.png": _save_figure(recipe_report.figure(comparison), REPORTS / "recipes.png"),
         }
         write_text(REPORTS / "report.html", html_page(text, figures, "Membership-inference audit"))
 
-        run_log.log_metrics(headline_metrics(table))
+        run_log.log_metrics(headline_metrics(table) | recipe_report.summary_metrics(comparison))
         run_log.log_table(attack_rows(table), "attacks_table.json")
         dataset, splits = load_prepared()
         log_split_inputs(run_log, dataset, splits, SPLIT_ROLES)
-        for name in ("report.html", "report.md", "roc.png", "privacy_utility.png", "canary_audit.png"):
+        run_log.log_artifact(staged_path(METRICS / "recipes.json"))
+        for name in ("report.html", "report.md", "roc.png", "privacy_utility.png", "canary_audit.png", "recipes.png"):
             run_log.log_artifact(staged_path(REPORTS / name))
         run_log.log_artifact(staged_path(METRICS / "report.json"))
         if params.mlflow.register_models:
@@ -168,6 +173,11 @@ def run(params: ScopedParams) -> None:
             stages |= {f"defend@{name}": f"defend-{name}", f"attack_defense@{name}": f"attack_defense-{name}"}
         for name in params.canaries.defenses:
             stages[f"audit_canaries_defense@{name}"] = f"audit_canaries_defense-{name}"
+        stages["recipe_undefended"] = "recipe-undefended"
+        for name in params.defense.run:
+            stages[f"recipe@{name}"] = f"recipe-{name}"
+        for name in params.recipe_audit.dp_baseline:
+            stages[f"recipe_dp@{name}"] = f"recipe-{name}"
         runs = {stage: read_json(RUNS / f"{file}.json")["run_id"] for stage, file in stages.items()}
         status = nest_stage_runs(run_log.run_id, runs)
         ran = [stage for stage, state in status.items() if state == "ran"]

@@ -31,7 +31,7 @@ from pipeline.stages.common import (
 PARAMS = ()  # it reads the whole file, a declared dependency of its own (deps: params.yaml)
 
 
-def requirements(checked: CheckedParams) -> dict[str, list[str]]:
+def requirements(checked: CheckedParams) -> dict[str, dict[str, list[str]]]:
     """What the run's settings require of the data and the model, for the prepare stage."""
     return {"defenses_needing_the_batched_trainer": checked.needing_batched_trainer()}
 
