@@ -87,7 +87,13 @@ def side_bounds(
 def choose_rule(
     calibration: Roc, n_members: int, n_nonmembers: int, confidence: float = CONFIDENCE, delta: float = 0.0
 ) -> BoundRule:
-    """On the calibration ROC: the threshold and side with the highest bound at the target's counts."""
+    """On the calibration ROC: the threshold and side with the highest bound at the target's counts.
+
+    Ties: among thresholds with the same bound the highest is taken (the
+    first ROC point, `argmax`), and the members' side wins a tie with the
+    non-members'. Any fixed rule is valid, since it never looks at the
+    target; on the default data other rules move the bound by 0.03 to 0.2.
+    """
     curve = calibration
     bounds = side_bounds(
         np.round(curve.tpr * n_members), np.round(curve.fpr * n_nonmembers), n_members, n_nonmembers, confidence, delta

@@ -11,6 +11,8 @@ same for a defense (`record` is shared).
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from pipeline.canaries.audit import (
     CanaryRun,
     audit_run,
@@ -19,6 +21,7 @@ from pipeline.canaries.audit import (
     draw_canaries,
     score_run,
 )
+from pipeline.canaries.simulation import SimulatedBounds
 from pipeline.core.io import write_json, write_text
 from pipeline.core.seeding import derive_seed
 from pipeline.defenses.base import train_undefended
@@ -41,10 +44,15 @@ def levels_csv(levels: list[dict]) -> str:
     return "k,correct,epsilon_lb\n" + "".join(f"{lv['k']},{lv['correct']},{lv['epsilon_lb']:.6g}\n" for lv in levels)
 
 
-def record(name: str, run: CanaryRun, params: ScopedParams, run_log: object, accounted: float | None) -> None:
-    """Audit the scored run and write, log and print its bounds."""
+def record(
+    name: str, run: CanaryRun, params: ScopedParams, run_log: object, accounted: float | None,
+    simulated: SimulatedBounds | None = None,
+) -> None:  # fmt: skip
+    """Audit the scored run and write, log and print its bounds (with the white-box bound's simulated spread)."""
     c = params.canaries
     summary = audit_summary(run, audit_run(run, c.guesses, c.delta), c.kind, accounted)
+    if simulated is not None:
+        summary["white_box"]["simulated"] = asdict(simulated)
     write_json(METRICS / "canaries" / f"{name}.json", summary)
     for score in run.scores:
         write_text(PLOTS / "canaries" / name / f"{score}.csv", levels_csv(summary[score]["levels"]))
@@ -55,6 +63,11 @@ def record(name: str, run: CanaryRun, params: ScopedParams, run_log: object, acc
     parts = ", ".join(f"{score} {summary[score]['epsilon_lb']:.3f}" for score in run.scores)
     claim = "" if accounted is None else f" (accountant: {accounted:.3f})"
     print(f"canary audit of {name}: epsilon >= {summary['epsilon_lb']:.3f} at 95%{claim}; {parts}")
+    if simulated is not None:
+        print(
+            f"  white-box bound of the accounted mechanism, {simulated.repeats} simulated runs: median "
+            f"{simulated.median:.3f}, 5th to 95th percentile {simulated.p05:.3f} to {simulated.p95:.3f}"
+        )
     if summary.get("exceeds_accounted"):
         print(f"WARNING: the canary audit of {name} refutes its accounted epsilon: a bug in DP training or accounting")
 

@@ -17,6 +17,7 @@ from pipeline.canaries.audit import (
     gradient_canaries,
     score_run,
 )
+from pipeline.canaries.simulation import simulate_white_box_bounds
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import derive_seed
 from pipeline.stages.audit_canaries import PARAMS, record
@@ -45,8 +46,16 @@ def run(params: ScopedParams, name: str) -> None:
             trained = defense.canary_run(job, len(splits.members), c.n, (coordinates, included), c.delta)
         except PipelineError as error:  # a defense's own message cannot know its name
             raise PipelineError(str(error).replace("defenses.<name>", f"defenses.{name}")) from None
-        gradient = None if trained.gradient_scores is None else (trained.gradient_scores[0], included)
-        record(name, score_run(trained.models, job, canaries, gradient), params, run_log, trained.accounted_epsilon)
+        gradient, simulated = None, None
+        if trained.gradient_scores is not None:  # a white-box audit: where its bound sits for the accounted mechanism
+            gradient = (trained.gradient_scores[0], included)
+            info = trained.models.info
+            simulated = simulate_white_box_bounds(
+                c.n, info["dp_sampling_rate"], info["dp_noise_multiplier"], int(info["dp_steps"]), c.guesses, c.delta,
+                tests=2, seed=derive_seed(params.seed, "canary simulation"),
+            )  # fmt: skip
+        scored = score_run(trained.models, job, canaries, gradient)
+        record(name, scored, params, run_log, trained.accounted_epsilon, simulated)
 
 
 if __name__ == "__main__":
