@@ -118,6 +118,7 @@ class ModelParams(StrictModel):
     """Architecture and training recipe; shadows copy the target's."""
 
     model: str | None = None  # a trained .keras file under data/raw/ to audit instead of training one
+    custom_objects: str | None = None  # with model: a .py file under data/raw/ that registers its custom objects (runs it)
     architecture: Literal["mlp", "cnn"] = "mlp"
     hidden_units: StrictInt = Field(128, gt=0)
     conv_filters: tuple[StrictInt, ...] = Field((16, 32), min_length=1)
@@ -320,6 +321,12 @@ class Params(StrictModel):
             raise ValueError(
                 "target.model: data.member_column or data.member_index marks the rows that trained a model, "
                 "but no model is given; set target.model to its .keras file under data/raw/, or the marker to null"
+            )
+        custom = self.target.custom_objects
+        if custom is not None and (self.target.model is None or not custom.endswith(".py")):
+            raise ValueError(
+                "target.custom_objects: a .py file under data/raw/ that registers the custom layers or losses of "
+                f"target.model, which must be set too (got {self.target.custom_objects!r})"
             )
         if self.target.model is not None and not self.target.model.endswith(".keras"):
             raise ValueError(

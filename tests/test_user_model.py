@@ -241,3 +241,37 @@ def test_models_that_do_not_fit_the_data_get_one_line(tmp_path: Path) -> None:
     uncompiled = _mlp(keras.layers.Dense(C, activation="softmax"), optimizer=False)
     with pytest.raises(PipelineError, match="without its compile configuration"):
         check_fits(uncompiled, _dataset(x, y), "u.keras")
+
+
+CUSTOM_LOSS = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="user_losses_{tag}")
+def halved_cross_entropy(y_true, y_pred):
+    return 0.5 * keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+'''
+
+
+def test_a_model_with_a_registered_custom_loss_loads_once_its_file_is_named(tmp_path: Path) -> None:
+    """Without target.custom_objects the one line says how to register it or recompile; with it, the model loads."""
+    import subprocess
+    import sys
+
+    objects = tmp_path / "losses.py"
+    objects.write_text(CUSTOM_LOSS.format(tag=tmp_path.name.replace("-", "_")))
+    saved = tmp_path / "model.keras"
+    script = (
+        "import importlib.util, sys, keras\n"
+        "spec = importlib.util.spec_from_file_location('losses', sys.argv[1]); module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation='softmax')])\n"
+        "model.compile(optimizer='adam', loss=module.halved_cross_entropy); model.save(sys.argv[2])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(objects), str(saved)], check=True, capture_output=True)
+    with pytest.raises(PipelineError) as error:
+        load_model_file(saved, "data/raw/model.keras")
+    message = str(error.value)
+    assert "target.custom_objects" in message and "register_keras_serializable" in message and "built-in loss" in message
+    model = load_model_file(saved, "data/raw/model.keras", custom_objects=objects)
+    assert model.get_compile_config()["loss"]["config"].endswith("halved_cross_entropy")

@@ -45,6 +45,7 @@ VALIDATED = ROOT / "data" / "validated"
 REQUIREMENTS = VALIDATED / "requirements.json"  # what the settings require of the data and model (stage validate)
 VALIDATED_DEFENSES = VALIDATED / "defenses"  # <name>.json: each run defense's class, settings, code fingerprint
 AUDITED_MODEL = PREPARED / "model.keras"  # target.model, copied by prepare so every stage reads one file
+CUSTOM_OBJECTS = PREPARED / "custom_objects.py"  # target.custom_objects, copied by prepare beside the model
 OUTPUTS_FILE = "outputs.npz"  # a trained target's candidate index (N,), logits (N, C) and robustness (S, 1, N)
 ATTACK_DATASET_FILE = "attack_dataset.npz"
 SPLIT_ROLES = ("members", "nonmembers", "test", "shadow_pool", "defender_reference")

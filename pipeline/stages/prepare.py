@@ -28,6 +28,7 @@ from pipeline.datasets.splits import make_splits, standardized
 from pipeline.datasets.tabular import one_hot_summary
 from pipeline.stages.common import (
     AUDITED_MODEL,
+    CUSTOM_OBJECTS,
     METRICS,
     PREPARED,
     REQUIREMENTS,
@@ -39,7 +40,7 @@ from pipeline.stages.common import (
     tracked,
 )
 
-PARAMS = ("seed", "data", "target.model", "mlflow.experiment")
+PARAMS = ("seed", "data", "target.model", "target.custom_objects", "mlflow.experiment")
 
 
 def refuse_unbuildable_defenses(batched: bool, audited: str) -> None:
@@ -70,7 +71,9 @@ def run(params: ScopedParams) -> None:
             )
 
             model_file = raw_file(audited, "target.model", ROOT)
-            model = load_model_file(model_file, audited)
+            custom = params.target.custom_objects
+            custom_file = None if custom is None else raw_file(custom, "target.custom_objects", ROOT)
+            model = load_model_file(model_file, audited, custom_file)
             dataset = replace(dataset, n_classes=check_fits(model, dataset, audited))
             validate_dataset(dataset, params.data, loaded.classes)
             copies = describe(model, dataset.n_classes)
@@ -94,6 +97,8 @@ def run(params: ScopedParams) -> None:
             np.savez(out / "splits.npz", **{role: getattr(splits, role) for role in SPLIT_ROLES})
             if audited is not None:
                 shutil.copyfile(model_file, out / AUDITED_MODEL.name)
+                if custom_file is not None:
+                    shutil.copyfile(custom_file, out / CUSTOM_OBJECTS.name)
         write_json(METRICS / "prepare.json", summary)
         run_log.log_metrics({key: value for key, value in summary.items() if isinstance(value, int)})
         run_log.log_params({"one_hot_encoded": one_hot_summary(loaded.one_hot)})

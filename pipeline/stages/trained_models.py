@@ -19,6 +19,7 @@ from pipeline.defenses.base import Defense, load_class, train_undefended
 from pipeline.stack import Architecture, Recipe
 from pipeline.stages.common import (
     AUDITED_MODEL,
+    CUSTOM_OBJECTS,
     OUTPUTS_FILE,
     VALIDATED_DEFENSES,
     history_rows,
@@ -68,8 +69,8 @@ def log_model(run_log: object, target: TrainedTarget, dataset: Dataset, splits: 
 
 
 def audited_model(target: ModelParams) -> keras.Model:
-    """The user's model (target.model) as prepare copied it."""
-    return load_model_file(AUDITED_MODEL, target.model)
+    """The user's model (target.model) as prepare copied it, its custom objects registered first."""
+    return load_model_file(AUDITED_MODEL, target.model, CUSTOM_OBJECTS if target.custom_objects else None)
 
 
 def target_design(dataset: Dataset, target: ModelParams) -> tuple[Architecture, Recipe]:

@@ -13,6 +13,7 @@ say how the model was trained.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 import zipfile
 from pathlib import Path
@@ -37,8 +38,29 @@ _ADAM_DEFAULTS = {
 }  # fmt: skip
 
 
-def load_model_file(path: Path, shown: str) -> keras.Model:
-    """The Keras model saved at `path`, loaded with safe mode on (no arbitrary code), compiled as saved."""
+def register_custom_objects(path: Path) -> None:
+    """Run the user's Python file `path` (target.custom_objects), which registers the model's custom objects.
+
+    It runs that user's code, as importing any module would; it is meant
+    to hold `@keras.saving.register_keras_serializable()` classes and
+    functions, so that safe mode can rebuild the model from its config.
+    """
+    spec = importlib.util.spec_from_file_location("target_custom_objects", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's code may raise anything
+        raise PipelineError(f"target.custom_objects: running {path.name} failed: {type(error).__name__}: {error}") from None
+
+
+def load_model_file(path: Path, shown: str, custom_objects: Path | None = None) -> keras.Model:
+    """The Keras model saved at `path`, loaded with safe mode on (no code from the file runs), compiled as saved.
+
+    `custom_objects`: a Python file that registers the model's custom
+    layers or losses, run first (`register_custom_objects`).
+    """
+    if custom_objects is not None:
+        register_custom_objects(custom_objects)
     if not path.is_file():
         raise PipelineError(f"target.model: file not found: {shown}")
     if not zipfile.is_zipfile(path):
@@ -50,8 +72,11 @@ def load_model_file(path: Path, shown: str) -> keras.Model:
     except Exception as error:  # Keras raises many kinds for a bad archive or unsafe content
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PipelineError(
-            f"target.model: {shown} could not be loaded as a Keras model with safe mode on ({reason}); "
-            "save it with model.save('model.keras'), without Lambda layers or unregistered custom objects"
+            f"target.model: {shown} could not be loaded as a Keras model with safe mode on ({reason}); save it with "
+            "model.save('model.keras') without Lambda layers; for custom layers or losses, register them with "
+            "@keras.saving.register_keras_serializable() in a .py file under data/raw/ and set target.custom_objects "
+            "to it (that file's code runs), or compile the model with a built-in loss "
+            "(loss='sparse_categorical_crossentropy') before saving"
         ) from None
     if not isinstance(model, keras.Model):
         raise PipelineError(f"target.model: {shown} holds a {type(model).__name__}, not a Keras model")
