@@ -183,6 +183,22 @@ def test_history_shapes_and_eval_curves(digits, capsys, monkeypatch):
     assert "shadows" in capsys.readouterr().err
 
 
+def test_a_long_loop_writes_plain_progress_lines_to_a_log(capsys, monkeypatch):
+    """Not a terminal (a log file): one line per EVERY_S seconds and a last one, never a redrawn bar."""
+    from pipeline.stack.progress import LineProgress, progress_bar
+
+    monkeypatch.setattr(LineProgress, "EVERY_S", 0.0)
+    bar = progress_bar("copies (one by one)", 3, unit="model")
+    assert isinstance(bar, LineProgress)
+    for _ in range(3):
+        bar.set_postfix({"loss": "0.250"})
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("copies (one by one): 1/3 models (") and lines[0].endswith(", loss 0.250)")
+    assert lines[-1].startswith("copies (one by one): 3/3 models") and "\r" not in "".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Export to Keras
 

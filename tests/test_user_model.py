@@ -243,6 +243,19 @@ def test_models_that_do_not_fit_the_data_get_one_line(tmp_path: Path) -> None:
         check_fits(uncompiled, _dataset(x, y), "u.keras")
 
 
+def test_a_shape_mismatch_names_a_leftover_member_column_or_the_npz_images_need(tmp_path: Path) -> None:
+    x, y = _data(40)
+    model = load_model_file(_save(_mlp(keras.layers.Dense(C, activation="softmax")), tmp_path / "m.keras"), "m.keras")
+    marker = (np.arange(40) % 2).astype(np.float32)[:, None]
+    names = tuple(f"f{i}" for i in range(D)) + ("member",)
+    with pytest.raises(PipelineError, match="column 'member' holds only 0 and 1: .* set data.member_column to it"):
+        check_fits(model, _dataset(np.hstack([x, marker]), y), "m.keras", names)
+    images = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(C, activation="softmax")])
+    images.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(PipelineError, match=r"the model reads images: give them as an NPZ file, x shaped \(N, H, W\)"):
+        check_fits(images, _dataset(np.zeros((40, 16), np.float32), y), "i.keras", tuple(f"p{i}" for i in range(16)))
+
+
 CUSTOM_LOSS = '''
 import keras
 

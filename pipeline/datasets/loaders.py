@@ -36,6 +36,7 @@ class Read:
     labels: np.ndarray
     marked: np.ndarray | None = None
     one_hot: dict[str, int] = field(default_factory=dict)
+    feature_names: tuple[str, ...] = ()  # a CSV's feature columns, in x's order
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Loaded:
     dataset: Dataset
     classes: tuple[str, ...]
     one_hot: dict[str, int]
+    feature_names: tuple[str, ...] = ()
 
 
 def _digits(params: DataParams, root: Path) -> Read:
@@ -148,7 +150,7 @@ def _csv(params: DataParams, root: Path) -> Read:
     marker = () if params.member_column is None else (params.member_column,)
     table = read_table(_user_file(params, root), params.path, params.label_column, params.categorical, marker)
     marked = None if params.member_column is None else table.extra[params.member_column]
-    return Read(table.features, table.labels, marked, table.one_hot)
+    return Read(table.features, table.labels, marked, table.one_hot, table.feature_names)
 
 
 def _npz_arrays(path: Path, shown: str, member_column: str | None) -> dict[str, np.ndarray]:
@@ -288,7 +290,7 @@ def load_data(params: DataParams, root: str | Path = ".") -> Loaded:
     name = params.dataset
     dataset = Dataset(x=x, y=y.astype(np.int64), n_classes=int(y.max()) + 1, name=name, trained=trained)
     validate_dataset(dataset, params, classes)
-    return Loaded(dataset, classes, read.one_hot)
+    return Loaded(dataset, classes, read.one_hot, read.feature_names)
 
 
 def validate_dataset(dataset: Dataset, params: DataParams, classes: tuple[str, ...] = ()) -> None:

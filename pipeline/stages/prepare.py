@@ -74,7 +74,7 @@ def run(params: ScopedParams) -> None:
             custom = params.target.custom_objects
             custom_file = None if custom is None else raw_file(custom, "target.custom_objects", ROOT)
             model = load_model_file(model_file, audited, custom_file)
-            dataset = replace(dataset, n_classes=check_fits(model, dataset, audited))
+            dataset = replace(dataset, n_classes=check_fits(model, dataset, audited, loaded.feature_names))
             validate_dataset(dataset, params.data, loaded.classes)
             copies = describe(model, dataset.n_classes)
             refuse_unbuildable_defenses(batched_design(model, dataset.n_classes) is not None, audited)

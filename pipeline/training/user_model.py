@@ -19,6 +19,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import ModelParams
 from pipeline.core.errors import PipelineError
 from pipeline.core.tf_runtime import keras
@@ -109,17 +111,36 @@ def output_classes(model: keras.Model, shown: str) -> int:
     return max(int(shape[0]), 2)
 
 
-def check_fits(model: keras.Model, dataset: Dataset, shown: str) -> int:
+def shape_hint(expects: tuple, samples: tuple, dataset: Dataset, feature_names: tuple[str, ...]) -> str:
+    """What most likely makes the data's samples the wrong shape for the model, as the fix to make."""
+    if len(expects) >= 2 and len(samples) == 1:
+        return "the model reads images: give them as an NPZ file, x shaped (N, H, W) or (N, H, W, C) (a CSV holds flat rows)"
+    if len(expects) == 1 and len(samples) == 1 and expects[0] is not None and samples[0] > expects[0] and feature_names:
+        binary = [
+            name for name, column in zip(feature_names, dataset.x.T) if np.isin(column, (0.0, 1.0)).all()
+        ]
+        if binary:
+            names = ", ".join(repr(name) for name in binary[:3])
+            return (
+                f"column {names} holds only 0 and 1: if it marks the rows that trained the model, set "
+                f"data.member_column to it (it is then no feature); else drop the {samples[0] - expects[0]} extra column(s)"
+            )
+    return "give the data as the model was fed (images (H, W, C) in [0, 1], tabular rows of its feature count)"
+
+
+def check_fits(model: keras.Model, dataset: Dataset, shown: str, feature_names: tuple[str, ...] = ()) -> int:
     """Refuse a model whose input shape, output range or missing compile configuration does not fit the data.
 
-    Returns the model's class count, which the audit uses as the dataset's.
+    `feature_names`: a CSV's feature columns, to name a likely leftover
+    member marker. Returns the model's class count, which the audit uses
+    as the dataset's.
     """
     n_outputs = output_classes(model, shown)
     expects, samples = tuple(model.inputs[0].shape[1:]), tuple(dataset.x.shape[1:])
     if len(expects) != len(samples) or any(e is not None and e != s for e, s in zip(expects, samples)):
         raise PipelineError(
             f"target.model: {shown} takes inputs shaped {expects} but the data's samples are shaped {samples}; "
-            "give the data as the model was fed (images (H, W, C) in [0, 1], tabular rows of its feature count)"
+            + shape_hint(expects, samples, dataset, feature_names)
         )
     if dataset.n_classes > n_outputs:
         raise PipelineError(
