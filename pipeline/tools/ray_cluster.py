@@ -7,10 +7,17 @@ with bounded CPUs and its files in a temporary folder, runs the command
 with `RAY_ADDRESS` pointing at it, then stops the head by its process
 group (SIGINT, as Ctrl-C would, then SIGKILL if it lingers) and returns
 the command's exit code. The head requires Ray's token authentication,
-with a random token handed to the command in `RAY_AUTH_TOKEN`. Ray's servers listen on every interface of the
-network namespace they run in, whatever address is asked for, so the
-tests run this inside a private network namespace holding only loopback
-(`private_network`), where nothing outside the machine can reach them.
+with a random token handed to the command in `RAY_AUTH_TOKEN`.
+
+Ray's servers listen on every interface of the network namespace they run
+in, whatever address is asked for. So the launcher runs the head and the
+command in a private network namespace holding only loopback
+(`private_network`, util-linux's unshare), where nothing outside the
+machine can reach them, and refuses to start where it cannot make one,
+unless `--reachable` says to start it on this machine's network anyway
+(token authentication stays on; keep the machine on a trusted network).
+Inside the namespace the command reaches nothing outside the machine
+either: a tracking server elsewhere needs `--reachable`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,18 +103,50 @@ def local_cluster(num_cpus: int, folder: Path) -> Iterator[dict[str, str]]:
 
 
 def private_network(argv: list[str]) -> list[str]:
-    """`argv` run in a new network namespace whose only interface is loopback (util-linux unshare, iproute2)."""
-    return ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    """`argv` run in a new network namespace whose only interface is loopback (util-linux unshare, iproute2).
+
+    A user other than root gets a user namespace too (`--map-root-user`),
+    where Linux allows unprivileged ones.
+    """
+    owner = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return ["unshare", "--net", *owner, "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+
+
+def isolated() -> bool:
+    """Whether this process's network namespace holds loopback only, so nothing outside the machine reaches it."""
+    lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]  # this namespace's interfaces (sysfs may show the host's)
+    return {line.split(":")[0].strip() for line in lines} <= {"lo"}
+
+
+def can_isolate() -> bool:
+    """Whether `private_network` works here (unshare and ip present, namespaces allowed)."""
+    probe = subprocess.run(private_network(["true"]), capture_output=True) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--reachable", action="store_true",
+        help="start the head on this machine's network, reachable from it (token authentication stays on)",
+    )  # fmt: skip
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
+    if not args.reachable and not isolated():
+        if not can_isolate():
+            print(
+                "error: the Ray head would listen on every network interface of this machine, and no private "
+                "network namespace can be made here (util-linux's unshare with namespaces allowed); pass --reachable "
+                "to start it anyway, with Ray's token authentication, on a trusted network only",
+                file=sys.stderr,
+            )
+            return 2
+        again = [sys.executable, "-m", "pipeline.tools.ray_cluster", "--num-cpus", str(args.num_cpus), "--", *command]
+        return subprocess.run(private_network(again)).returncode
     with tempfile.TemporaryDirectory(prefix="ray-") as folder, local_cluster(args.num_cpus, Path(folder)) as env:
         return subprocess.run(command, env=env).returncode
 
