@@ -154,6 +154,14 @@ def figure(comparison: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+def canary_leakage(comparison: dict[str, Any]) -> dict[str, float | None]:
+    """Each recipe's canary leakage (the headline attack at the comparison's FPR), keyed `<recipe>.canary_<metric>`."""
+    key, head = comparison["leakage_metric"], comparison["headline_attack"]
+    if key is None:
+        return {}
+    return {f"{name}.canary_{key}": row["attacks"][head]["canaries"][key]["value"] for name, row in comparison["recipes"].items()}
+
+
 def summary_metrics(comparison: dict[str, Any]) -> dict[str, float | None]:
     """At most three numbers per recipe for the summary run: accuracy, population and canary leakage."""
     key, head = comparison["leakage_metric"], comparison["headline_attack"]

@@ -43,6 +43,20 @@ def headline_metrics(table: dict[str, dict[str, Any]]) -> dict[str, float | None
     return out
 
 
+def dvc_summary(table: dict[str, dict[str, Any]], recipes: dict[str, float | None]) -> dict[str, Any]:
+    """The few figures DVC shows as metrics (`dvc exp show`): per target its test accuracy and headline attack's
+    AUC and TPR at 1% FPR, and per recipe of the recipe audit its canary leakage (`recipes`)."""
+    targets = {
+        name: {
+            "test_accuracy": row["test_accuracy"],
+            "headline_auc": row["headline"]["metrics"]["auc"],
+            "headline_tpr_at_1pct_fpr": row["headline"]["metrics"].get("tpr_at_1pct_fpr"),
+        }
+        for name, row in table.items()
+    }
+    return {"targets": targets, "recipes": recipes}
+
+
 def audit_tags(row: dict[str, Any]) -> dict[str, str]:
     """A target's audit headline as model-version tags: what a model owner sees beside the version."""
     head = row["headline"]

@@ -41,6 +41,7 @@ from pipeline.reporting.table import (
     attack_rows,
     audit_tags,
     build_table,
+    dvc_summary,
     frontier_csv,
     headline_metrics,
 )
@@ -145,9 +146,10 @@ def run(params: ScopedParams) -> None:
         curves = {name: parse_roc_csv(read_text(PLOTS / "roc" / f"{name}.csv")) for name in targets}
         roc = roc_figure(curves, highlighted_attacks(table))
         tradeoff = privacy_utility_figure(table)
-        write_json(METRICS / "report.json", table)
-        write_text(PLOTS / "frontier.csv", frontier_csv(table))
         comparison = read_json(METRICS / "recipes.json")
+        write_json(METRICS / "report.json", table)
+        write_json(METRICS / "summary.json", dvc_summary(table, recipe_report.canary_leakage(comparison)))
+        write_text(PLOTS / "frontier.csv", frontier_csv(table))
         text = markdown(table, context, exposed, seed_comparison, canaries, recipe_report.section(comparison))
         write_text(REPORTS / "report.md", text)
         figures = {

@@ -66,7 +66,7 @@ def main() -> None:
     print("canary eps: the one-run canary audit's epsilon lower bound (95%), beside the accountant's for DP")
     if prepared.get("audited_model"):
         print(f"  (for the given model, a retrained copy's; shown only within {COPY_MARGIN} of the model's test accuracy)")
-    print("Every attack on every target: reports/report.md (or: .venv/bin/dvc metrics show)")
+    print("Every attack on every target: reports/report.md (every number: metrics/report.json, metrics/recipes.json)")
     print("Compare runs: make ui (it prints the link to the experiment's runs)")
 
 
