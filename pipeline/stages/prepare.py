@@ -61,6 +61,7 @@ def run(params: ScopedParams) -> None:
         loaded = load_data(params.data, ROOT)
         dataset = loaded.dataset
         audited = params.target.model
+        custom = params.target.custom_objects  # set only with target.model (config check)
         copies = None
         if audited is not None:  # TensorFlow is imported only to check a given model against its data
             from pipeline.training.user_model import (
@@ -71,7 +72,6 @@ def run(params: ScopedParams) -> None:
             )
 
             model_file = raw_file(audited, "target.model", ROOT)
-            custom = params.target.custom_objects
             custom_file = None if custom is None else raw_file(custom, "target.custom_objects", ROOT)
             model = load_model_file(model_file, audited, custom_file)
             dataset = replace(dataset, n_classes=check_fits(model, dataset, audited, loaded.feature_names))
