@@ -14,6 +14,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -38,6 +39,18 @@ def _even(value: int) -> int:
 EvenCount = Annotated[StrictInt, AfterValidator(_even)]  # attacker models come in disjoint pairs
 
 
+def _a_list(value: Any) -> Any:
+    """A list of names stays as given; a single name or nothing is refused with the list to write instead."""
+    if isinstance(value, str):
+        raise ValueError(f"must be a list of names: write [{value}]")
+    if value is None:
+        raise ValueError("must be a list of names: write [] for none")
+    return value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_a_list)]  # dvc.yaml's foreach reads some of these lists
+
+
 class StrictModel(BaseModel):
     """A params block: unknown keys are errors, values frozen (numbers strict where the field says so)."""
 
@@ -55,7 +68,7 @@ class DataParams(StrictModel):
     dataset: Literal["digits", "csv", "npz", "mnist", "fashion_mnist", "cifar10"] = "digits"
     path: str | None = None
     label_column: str = "label"
-    categorical: Literal["one_hot", "error"] = "one_hot"  # csv: non-numeric feature columns one-hot encoded, or refused
+    categorical: Literal["one_hot", "error"] = "one_hot"  # csv: feature columns mostly not numbers one-hot encoded, or refused
     n_members: StrictInt = Field(350, gt=0)
     n_test: StrictInt = Field(300, gt=0)
     n_shadow_pool: StrictInt = Field(700, gt=0)
@@ -157,7 +170,7 @@ class AttackSettings(StrictModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    enabled: tuple[str, ...] = ("shadow_classifier", "loss_threshold")
+    enabled: Names = ("shadow_classifier", "loss_threshold")
     tune_for: Literal["tpr_at_1pct_fpr", "auc"] = "tpr_at_1pct_fpr"
 
     @field_validator("enabled")
@@ -195,7 +208,7 @@ class DefenseSettings(StrictModel):
     """Which configured defenses run (each becomes a stage defend@<name>), and how they are attacked."""
 
     adaptive: StrictBool = True
-    run: tuple[str, ...] = ("dropout", "l2")
+    run: Names = ("dropout", "l2")
 
     @field_validator("run")
     @classmethod
@@ -218,7 +231,7 @@ class CanaryParams(StrictModel):
     kind: Literal["ood", "mislabeled"] = "mislabeled"
     guesses: tuple[StrictInt, ...] = (20, 50, 100, 200, 500, 1000)
     delta: StrictFloat = Field(1e-5, gt=0, lt=1)
-    defenses: tuple[str, ...] = ()
+    defenses: Names = ()
 
     @model_validator(mode="after")
     def _guesses_fit(self) -> CanaryParams:
@@ -247,7 +260,7 @@ class RecipeAuditParams(StrictModel):
 
     n_models: EvenCount = Field(32, ge=4)
     n_canaries: EvenCount = Field(64, ge=2)
-    dp_baseline: tuple[str, ...] = ()
+    dp_baseline: Names = ()
     accuracy_tolerance: StrictFloat = Field(0.01, ge=0, lt=1)  # a DP setting this close in test accuracy counts as accurate
 
 
@@ -271,7 +284,8 @@ class Params(StrictModel):
         if missing:
             raise ValueError(
                 f"defense.run: {missing[0]!r} is not configured under defenses "
-                f"(configured: {', '.join(self.defenses) or 'none'})"
+                f"(configured: {', '.join(self.defenses) or 'none'}); add a defenses.{missing[0]} block with its type, "
+                "or drop it from defense.run"
             )
         not_run = [name for name in self.canaries.defenses if name not in self.defense.run]
         if not_run:
@@ -284,7 +298,8 @@ class Params(StrictModel):
         if unknown:
             raise ValueError(
                 f"recipe_audit.dp_baseline: {unknown[0]!r} is not configured under defenses "
-                f"(configured: {', '.join(self.defenses) or 'none'})"
+                f"(configured: {', '.join(self.defenses) or 'none'}); add a defenses.{unknown[0]} block with "
+                "type: dp_sgd, or drop it from recipe_audit.dp_baseline"
             )
         twice = [name for name in baseline if name in self.defense.run or baseline.count(name) > 1]
         if twice:
@@ -344,8 +359,15 @@ def describe_errors(error: ValidationError, source: str, prefix: str = "") -> st
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate an already-loaded mapping into `Params`."""
+    if raw is None:
+        raise PipelineError(
+            f"{source}: the file is empty; restore the project's (git checkout {source}) and edit the settings in it"
+        )
     if not isinstance(raw, dict):
-        raise PipelineError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise PipelineError(
+            f"{source}: expected a mapping at the top level (key: value lines), got a {type(raw).__name__}; "
+            f"restore the project's (git checkout {source}) and edit the settings in it"
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
@@ -363,16 +385,20 @@ _Yaml12Floats.add_implicit_resolver(
 )
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate the params file; raises PipelineError on any problem."""
+def read_params(path: str | Path = "params.yaml") -> Any:
+    """The params file as YAML reads it (numbers as YAML 1.2 reads them), not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: params file not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Yaml12Floats)
+        return yaml.load(path.read_text(), Loader=_Yaml12Floats)
     except yaml.YAMLError as error:
         raise PipelineError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
-    return parse_params(raw, str(path.name))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the params file; raises PipelineError on any problem."""
+    return parse_params(read_params(path), Path(path).name)
 
 
 def flatten_mapping(tree: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import os
 import sys
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +25,33 @@ from pipeline.datasets.members import rows_from_column, rows_from_index_file
 from pipeline.datasets.tabular import read_table
 
 RAW_DIR = "data/raw"  # users' own files; the prepare stage depends on this folder
+CONTINUOUS = 0.5  # labels taking more distinct values than this part of the rows look continuous, not like classes
 
-Loaded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # features, labels, the data.member_column cells
+
+@dataclass(frozen=True)
+class Read:
+    """What a loader read: features, labels as written, the data.member_column cells, the CSV columns one-hot encoded."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    marked: np.ndarray | None = None
+    one_hot: dict[str, int] = field(default_factory=dict)
 
 
-def _digits(params: DataParams, root: Path) -> Loaded:
+@dataclass(frozen=True)
+class Loaded:
+    """A checked dataset and what its source said: each class index's label value, the CSV columns one-hot encoded."""
+
+    dataset: Dataset
+    classes: tuple[str, ...]
+    one_hot: dict[str, int]
+
+
+def _digits(params: DataParams, root: Path) -> Read:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[..., None]  # (N, 8, 8, 1) in [0, 1]
-    return x, bunch.target, None
+    return Read((bunch.images / 16.0).astype(np.float32)[..., None], bunch.target)  # (N, 8, 8, 1) in [0, 1]
 
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -58,10 +76,10 @@ def _keras_cache_folder(name: str) -> Path:
     return home / KERAS_CACHED[name][0]
 
 
-def _keras_images(name: str) -> Callable[[DataParams, Path], Loaded]:
+def _keras_images(name: str) -> Callable[[DataParams, Path], Read]:
     """Loader for a Keras image dataset: train and test parts pooled, scaled to [0, 1]."""
 
-    def load(params: DataParams, root: Path) -> Loaded:
+    def load(params: DataParams, root: Path) -> Read:
         from pipeline.core.tf_runtime import keras
 
         try:
@@ -76,8 +94,7 @@ def _keras_images(name: str) -> Callable[[DataParams, Path], Loaded]:
         x = np.concatenate([x_train, x_test]).astype(np.float32) / 255.0
         if x.ndim == 3:
             x = x[..., None]
-        y = np.concatenate([y_train, y_test]).reshape(-1)
-        return x, y, None
+        return Read(x, np.concatenate([y_train, y_test]).reshape(-1))
 
     return load
 
@@ -87,10 +104,37 @@ def raw_file(value: str, key: str, root: Path) -> Path:
     path = (root / value).resolve()
     raw_dir = (root / RAW_DIR).resolve()
     if raw_dir not in path.parents:
+        link = _link_out(value, root, raw_dir)
+        if link is not None:
+            name, lead = link
+            raise PipelineError(
+                f"{key}: {name} is a symbolic link to {_shown_path(lead, root)}, outside {RAW_DIR}/; "
+                f"copy the file into {RAW_DIR}/ instead of linking to it"
+            )
         raise PipelineError(f"{key}: must be a file under {RAW_DIR}/ (got {value!r})")
     if not path.is_file():
         raise PipelineError(f"{key}: file not found: {value}")
     return path
+
+
+def _link_out(value: str, root: Path, raw_dir: Path) -> tuple[str, Path] | None:
+    """The first symbolic link on the path `value`, written under data/raw/, that leads out of it, and where it leads."""
+    parts = Path(value).parts
+    inside = len(Path(RAW_DIR).parts)
+    if parts[:inside] != Path(RAW_DIR).parts or ".." in parts:
+        return None
+    for end in range(inside + 1, len(parts) + 1):
+        here = root.joinpath(*parts[:end])
+        lead = here.resolve()
+        if here.is_symlink() and lead != raw_dir and raw_dir not in lead.parents:
+            return "/".join(parts[:end]), lead
+    return None
+
+
+def _shown_path(path: Path, root: Path) -> str:
+    """`path` relative to the project root when it lies inside, else as it is."""
+    project = root.resolve()
+    return str(path.relative_to(project)) if project in path.parents else str(path)
 
 
 def _user_file(params: DataParams, root: Path) -> Path:
@@ -99,28 +143,45 @@ def _user_file(params: DataParams, root: Path) -> Path:
     return raw_file(params.path, "data.path", root)
 
 
-def _csv(params: DataParams, root: Path) -> Loaded:
+def _csv(params: DataParams, root: Path) -> Read:
     """A CSV table (see `pipeline.datasets.tabular`): header row, label column, numeric or categorical features."""
     marker = () if params.member_column is None else (params.member_column,)
     table = read_table(_user_file(params, root), params.path, params.label_column, params.categorical, marker)
     marked = None if params.member_column is None else table.extra[params.member_column]
-    return table.features, _class_indices(table.labels, params.path), marked
+    return Read(table.features, table.labels, marked, table.one_hot)
 
 
-def _npz(params: DataParams, root: Path) -> Loaded:
-    """Arrays x (N, features) or (N, H, W[, C]) and y (N,) from an .npz archive, and the member marker array if named."""
-    from pipeline.core.io import load_npz
-
-    path = _user_file(params, root)
+def _npz_arrays(path: Path, shown: str, member_column: str | None) -> dict[str, np.ndarray]:
+    """Arrays x, y and the member marker (if named) from the user's .npz archive, without pickles."""
+    if not path.stat().st_size:
+        raise PipelineError(f"{shown}: the file is empty; save the arrays with numpy.savez(path, x=x, y=y)")
     if not zipfile.is_zipfile(path):
-        raise PipelineError(
-            f"{params.path}: not an .npz archive; save the arrays with numpy.savez(path, x=x, y=y)"
-        )
-    marker = () if params.member_column is None else (params.member_column,)
+        raise PipelineError(f"{shown}: not an .npz archive; save the arrays with numpy.savez(path, x=x, y=y)")
+    keys = ("x", "y") if member_column is None else ("x", "y", member_column)
     try:
-        arrays = load_npz(path, ("x", "y", *marker))
-    except zipfile.BadZipFile as error:  # a damaged member, found only when read
-        raise PipelineError(f"{params.path}: damaged .npz archive ({error}); save it again") from None
+        with np.load(path, allow_pickle=False) as archive:
+            found = ", ".join(archive.files) or "none"
+            missing = [key for key in ("x", "y") if key not in archive.files]
+            if missing:
+                raise PipelineError(
+                    f"{shown}: has no array {' or '.join(missing)} (arrays: {found}); "
+                    "save the arrays with numpy.savez(path, x=x, y=y)"
+                )
+            if member_column is not None and member_column not in archive.files:
+                raise PipelineError(
+                    f"data.member_column: {shown} has no array {member_column!r} (arrays: {found}); name one of "
+                    f"these, or save the marks with numpy.savez(path, x=x, y=y, {member_column}=marks)"
+                )
+            return {key: archive[key] for key in keys}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:  # pickled objects, a damaged member
+        raise PipelineError(
+            f"{shown}: not a readable .npz archive ({error}); save numeric arrays with numpy.savez(path, x=x, y=y)"
+        ) from None
+
+
+def _npz(params: DataParams, root: Path) -> Read:
+    """Arrays x (N, features) or (N, H, W[, C]) and y (N,) from an .npz archive, and the member marker array if named."""
+    arrays = _npz_arrays(_user_file(params, root), params.path, params.member_column)
     x, y = arrays["x"], arrays["y"]
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -139,13 +200,12 @@ def _npz(params: DataParams, root: Path) -> Loaded:
         features = x.astype(np.float32)
     except ValueError:
         raise PipelineError(f"{params.path}: x must be numeric (got dtype {x.dtype})") from None
-    y = _class_indices(y, params.path)
-    marked = arrays[params.member_column] if marker else None
+    marked = None if params.member_column is None else arrays[params.member_column]
     if x.ndim == 2:
-        return features, y, marked
+        return Read(features, y, marked)
     if x.ndim == 3:
         features = features[..., None]  # (N, H, W) grayscale gets its channel axis, as Keras data does
-    return _unit_range_images(features, x.dtype, params.path), y, marked
+    return Read(_unit_range_images(features, x.dtype, params.path), y, marked)
 
 
 def _unit_range_images(x: np.ndarray, stored: np.dtype, name: str) -> np.ndarray:
@@ -167,21 +227,24 @@ def _unit_range_images(x: np.ndarray, stored: np.dtype, name: str) -> np.ndarray
     return x
 
 
-def _class_indices(labels: np.ndarray, name: str) -> np.ndarray:
-    """Class index per label, classes in sorted order.
+def _class_indices(labels: np.ndarray, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class index per label, classes in sorted order, and each class's label value as first written.
 
     Labels that all read as numbers compare as numbers, so "1" and "1.0"
     are one class and "10" sorts after "2"; other labels compare as text.
     """
+    values = labels
     if labels.dtype.kind in "US":
         with contextlib.suppress(ValueError):  # some label is not a number: the labels are text
-            labels = labels.astype(np.float64)
-    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-        raise PipelineError(f"{name}: some labels are NaN or infinite; give every sample a class")
-    return np.unique(labels, return_inverse=True)[1].reshape(-1)
+            values = labels.astype(np.float64)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise PipelineError(f"{name}: label y[{row}] is {labels[row]}, not a class; give every sample a class")
+    _, first, indices = np.unique(values, return_index=True, return_inverse=True)
+    return indices.reshape(-1), tuple(str(labels[at]) for at in first)
 
 
-LOADERS: dict[str, Callable[[DataParams, Path], Loaded]] = {
+LOADERS: dict[str, Callable[[DataParams, Path], Read]] = {
     "digits": _digits,
     "csv": _csv,
     "npz": _npz,
@@ -192,6 +255,11 @@ LOADERS: dict[str, Callable[[DataParams, Path], Loaded]] = {
 
 
 def load_dataset(params: DataParams, root: str | Path = ".") -> Dataset:
+    """Load and check the dataset named in params (see `load_data`)."""
+    return load_data(params, root).dataset
+
+
+def load_data(params: DataParams, root: str | Path = ".") -> Loaded:
     """Load and check the dataset named in params (see `validate_dataset`), with the rows marked as trained on."""
     root = Path(root)
     if params.member_column is not None and params.dataset not in ("csv", "npz"):
@@ -199,7 +267,9 @@ def load_dataset(params: DataParams, root: str | Path = ".") -> Dataset:
             f"data.member_column: {params.dataset} has no columns to mark members with; "
             "list the rows that trained target.model in a file and set data.member_index"
         )
-    x, y, marked = LOADERS[params.dataset](params, root)
+    read = LOADERS[params.dataset](params, root)
+    x, marked = read.x, read.marked
+    y, classes = _class_indices(read.labels, params.path or params.dataset)
     trained = None
     if marked is not None:
         trained = rows_from_column(marked, f"{params.path} column {params.member_column!r}")
@@ -217,21 +287,39 @@ def load_dataset(params: DataParams, root: str | Path = ".") -> Dataset:
         )
     name = params.dataset
     dataset = Dataset(x=x, y=y.astype(np.int64), n_classes=int(y.max()) + 1, name=name, trained=trained)
-    validate_dataset(dataset, params)
-    return dataset
+    validate_dataset(dataset, params, classes)
+    return Loaded(dataset, classes, read.one_hot)
 
 
-def validate_dataset(dataset: Dataset, params: DataParams) -> None:
-    """Reject non-finite values, fewer than two classes, or classes too small."""
-    bad = int((~np.isfinite(dataset.x)).sum())
-    if bad:
-        raise PipelineError(f"data: {dataset.name} has {bad} NaN or infinite feature values")
-    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
+def validate_dataset(dataset: Dataset, params: DataParams, classes: tuple[str, ...] = ()) -> None:
+    """Reject non-finite values, fewer than two classes, or classes too small; `classes` names each class's label."""
+    shown = params.path or dataset.name
+    bad = ~np.isfinite(dataset.x)
+    if bad.any():
+        at, n_bad = tuple(int(i) for i in np.argwhere(bad)[0]), int(bad.sum())
+        raise PipelineError(
+            f"data: {shown} has {n_bad} NaN or infinite feature value{'s' * (n_bad > 1)}, the first "
+            f"x[{', '.join(map(str, at))}] = {dataset.x[at]}; replace them or drop their rows (nothing is imputed)"
+        )
     if dataset.n_classes < 2:
-        raise PipelineError(f"data: {dataset.name} has {dataset.n_classes} class; at least 2 are needed")
+        raise PipelineError(f"data: {shown} has {dataset.n_classes} class; at least 2 are needed")
+    counts = np.bincount(dataset.y, minlength=dataset.n_classes)
     small = np.flatnonzero(counts < params.min_per_class)
     if small.size:
-        raise PipelineError(
-            f"data.min_per_class: class {int(small[0])} of {dataset.name} has {int(counts[small[0]])} "
-            f"samples, fewer than the {params.min_per_class} required"
+        at = int(small[0])
+        which, count = f"label {classes[at]!r}" if at < len(classes) else f"class {at}", int(counts[at])
+        problem = (
+            f"data.min_per_class: {which} of {shown} has {count} sample{'s' * (count != 1)}, "
+            f"fewer than the {params.min_per_class} required"
         )
+        if len(classes) > CONTINUOUS * len(dataset.y):
+            column, fix = (
+                (f"column {params.label_column!r}", "set data.label_column to the column holding the class")
+                if params.dataset == "csv"
+                else ("y", "save each sample's class in y")
+            )
+            raise PipelineError(
+                f"{problem}; the labels ({column}) take {len(classes)} values in {len(dataset.y)} rows, so they look "
+                f"continuous, not like classes: {fix}, or bin the values into classes"
+            )
+        raise PipelineError(f"{problem}; drop or relabel its rows, or lower data.min_per_class")

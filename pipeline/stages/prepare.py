@@ -8,7 +8,9 @@ data/prepared, so later stages depend on it through that folder. A
 given model the batched trainer cannot rebuild is refused here, in
 seconds, when a run defense needs that trainer (stage `validate` lists
 them in data/validated/requirements.json), rather than after the attacker's
-models have trained.
+models have trained. CSV columns one-hot encoded are named in the printed
+line, in metrics/prepare.json (`one_hot_encoded`) and as the MLflow run's
+param `one_hot_encoded`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import atomic_path, read_json, write_json
 from pipeline.core.seeding import rng_for
-from pipeline.datasets.loaders import load_dataset, raw_file, validate_dataset
+from pipeline.datasets.loaders import load_data, raw_file, validate_dataset
 from pipeline.datasets.splits import make_splits, standardized
+from pipeline.datasets.tabular import one_hot_summary
 from pipeline.stages.common import (
     AUDITED_MODEL,
     METRICS,
@@ -54,7 +57,8 @@ def refuse_unbuildable_defenses(batched: bool, audited: str) -> None:
 
 def run(params: ScopedParams) -> None:
     with tracked("prepare", params) as run_log:
-        dataset = load_dataset(params.data, ROOT)
+        loaded = load_data(params.data, ROOT)
+        dataset = loaded.dataset
         audited = params.target.model
         copies = None
         if audited is not None:  # TensorFlow is imported only to check a given model against its data
@@ -68,7 +72,7 @@ def run(params: ScopedParams) -> None:
             model_file = raw_file(audited, "target.model", ROOT)
             model = load_model_file(model_file, audited)
             dataset = replace(dataset, n_classes=check_fits(model, dataset, audited))
-            validate_dataset(dataset, params.data)
+            validate_dataset(dataset, params.data, loaded.classes)
             copies = describe(model, dataset.n_classes)
             refuse_unbuildable_defenses(batched_design(model, dataset.n_classes) is not None, audited)
         splits = make_splits(len(dataset.y), params.data, rng_for(params.seed, "splits"), dataset.trained)
@@ -80,6 +84,7 @@ def run(params: ScopedParams) -> None:
             "n_features": int(np.prod(dataset.x.shape[1:])),
             **{f"n_{role}": int(len(getattr(splits, role))) for role in SPLIT_ROLES},
             "standardized_on": "shadow_pool" if dataset.x.ndim == 2 and audited is None else None,
+            "one_hot_encoded": loaded.one_hot,  # each CSV column one-hot encoded -> its number of 0/1 columns
         }
         if audited is not None:
             summary.update({"audited_model": audited, "attacker_models_train": copies})
@@ -91,12 +96,14 @@ def run(params: ScopedParams) -> None:
                 shutil.copyfile(model_file, out / AUDITED_MODEL.name)
         write_json(METRICS / "prepare.json", summary)
         run_log.log_metrics({key: value for key, value in summary.items() if isinstance(value, int)})
+        run_log.log_params({"one_hot_encoded": one_hot_summary(loaded.one_hot)})
         run_log.log_dataset(dataset.x, dataset.y, dataset.name, params.data.path or params.data.dataset, "source")
         log_split_inputs(run_log, dataset, splits, SPLIT_ROLES)
         print(
             f"prepare: {dataset.name}, {summary['n_samples']} samples, {dataset.n_classes} classes -> "
             f"{summary['n_members']} members, {summary['n_nonmembers']} non-members, "
             f"{summary['n_test']} test, {summary['n_shadow_pool']} shadow pool"
+            + (f"; one-hot encoded: {one_hot_summary(loaded.one_hot)}" if loaded.one_hot else "")
         )
 
 

@@ -1,6 +1,7 @@
 """Print the results table of the last run and how to open the MLflow UI.
 
-Run by `make run` after `dvc repro`; reads only `metrics/report.json`.
+Run by `make run` after `dvc repro`; reads `metrics/report.json`, and
+`metrics/prepare.json` for the CSV columns one-hot encoded.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import sys
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import read_json
+from pipeline.datasets.tabular import one_hot_summary
 from pipeline.reporting.cells import with_interval
 
 
@@ -35,10 +37,13 @@ def table_text(table: dict) -> str:
 def main() -> None:
     try:
         table = read_json("metrics/report.json")
+        one_hot = read_json("metrics/prepare.json").get("one_hot_encoded")
     except PipelineError as error:
         sys.exit(f"error: {error}")
     print()
     print(table_text(table))
+    if one_hot:
+        print(f"\none-hot encoded CSV columns: {one_hot_summary(one_hot)}")
     print("\nheadline attack: chosen on shadow data before looking at the target; n/m = not measurable")
     print("canary eps: the one-run canary audit's epsilon lower bound (95%), beside the accountant's for DP")
     print("Every attack on every target: reports/report.md (or: .venv/bin/dvc metrics show)")
