@@ -41,7 +41,7 @@ from pipeline.tools.sandbox import make_sandbox
 
 COLD_GOAL_S, ATTACK_RERUN_GOAL_S, NOOP_GOAL_S, FIXED_GOAL_S = 120.0, 30.0, 2.0, 3.0
 RECIPE_STAGES = ("recipe_undefended", "recipe", "recipe_dp", "recipe_attack")
-RECIPE_FILES = ("metrics/recipes.json", "data/runs/recipe-*.json")  # what the report reads of the recipe audit
+RECIPE_FILES = ("metrics/recipes.json", "data/runs/recipe-*.json", "data/runs/recipe_attack.json")  # what the report reads of the recipe audit
 
 
 @dataclass(frozen=True)
