@@ -14,6 +14,7 @@ too, labelled optimistic: it is chosen with the answer key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline.attacks.params import AttackParams
@@ -38,12 +39,27 @@ class Audit:
         return {name: metrics_to_dict(m) for name, m in self.metrics.items()}
 
 
-def run_attacks(data: AttackInput, params: AttackParams, seed: int, delta: float = 0.0) -> Audit:
+def attack_seed(seed: int, name: str) -> int:
+    """The seed of attack `name` in a run seeded with `seed`."""
+    return derive_seed(seed, "attack", name)
+
+
+def run_attacks(
+    data: AttackInput,
+    params: AttackParams,
+    seed: int,
+    delta: float = 0.0,
+    overrides: Mapping[str, AttackParams] | None = None,
+) -> Audit:
     """Run the attacks listed in `params.enabled`, each with its own seed, and evaluate them together.
 
-    `delta` is a DP target's accounted delta, which the epsilon bounds allow for.
+    `delta` is a DP target's accounted delta, which the epsilon bounds allow
+    for; `overrides` gives some attacks their own params (a family already chosen).
     """
-    results = {name: get_attack(name)(data, params, derive_seed(seed, "attack", name)) for name in params.enabled}
+    overrides = overrides or {}
+    results = {
+        name: get_attack(name)(data, overrides.get(name, params), attack_seed(seed, name)) for name in params.enabled
+    }
     return Audit(results=results, metrics=evaluate_all(results, seed, delta=delta), delta=delta)
 
 

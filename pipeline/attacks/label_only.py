@@ -17,12 +17,12 @@ separate the shadows' members from their non-members best (AUC).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import correct, make_result, score_with, shadow_scores
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import AttackInput, AttackResult
+from pipeline.measures.roc import roc_auc
 
 
 def run_gap(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
@@ -33,5 +33,5 @@ def run_augmentation(data: AttackInput, params: AttackParams, seed: int) -> Atta
     if data.shadow_robustness is None or data.target_robustness is None:
         raise PipelineError("attack.enabled: label_only_augmentation needs robustness arrays (pipeline.training.augment)")
     settings = [shadow_scores(robust, data.shadow) for robust in data.shadow_robustness]
-    best = int(np.argmax([roc_auc_score(s.is_member, s.scores) for s in settings]))
+    best = int(np.argmax([roc_auc(s.is_member, s.scores) for s in settings]))
     return make_result("label_only_augmentation", data, data.target_robustness[best][0], settings[best])

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import StrictBool
-from scipy.stats import norm
 
 from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import make_result, phi, pseudo_target_scores
@@ -71,6 +70,8 @@ def gaussian_fit(
 
 def offline_scores(phi_target: np.ndarray, mean_out: np.ndarray, std_out: np.ndarray) -> np.ndarray:
     """-log P[Z >= phi] under the OUT Gaussian: large when phi is unusually high."""
+    from scipy.stats import norm  # imported on use: stage validate reads this module's settings only
+
     return -norm.logsf(phi_target, loc=mean_out, scale=std_out)
 
 
@@ -96,6 +97,8 @@ def likelihood_ratio(
     phi_target: np.ndarray, phi_refs: np.ndarray, inside: np.ndarray, out: np.ndarray, fixed_variance: bool
 ) -> np.ndarray:
     """log N(phi; IN) - log N(phi; OUT), the Gaussians fit where `inside` / `out`."""
+    from scipy.stats import norm
+
     mean_in, std_in = gaussian_fit(phi_refs, inside, fixed_variance)
     mean_out, std_out = gaussian_fit(phi_refs, out, fixed_variance)
     return norm.logpdf(phi_target, mean_in, std_in) - norm.logpdf(phi_target, mean_out, std_out)

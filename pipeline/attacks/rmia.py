@@ -31,7 +31,6 @@ import logging
 
 import numpy as np
 from pydantic import Field, StrictFloat
-from scipy.special import logsumexp
 
 from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import log_true_prob, make_result, pseudo_target_scores
@@ -55,6 +54,8 @@ def log_likelihood_ratio(
     logp_target: np.ndarray, logp_refs: np.ndarray, out: np.ndarray, a: float
 ) -> np.ndarray:
     """log LR(x) = log p(x | target) - log Pr(x), NaN where no reference is OUT."""
+    from scipy.special import logsumexp  # on use: stage validate imports the attacks for their settings only
+
     out = np.asarray(out, dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_mean_out = logsumexp(np.where(out, logp_refs, -np.inf), axis=0) - np.log(

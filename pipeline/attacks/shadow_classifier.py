@@ -22,7 +22,16 @@ network), ``gradient_boosting`` (histogram gradient boosting),
 ``random_forest`` and ``logistic_regression``. ``auto`` (the default)
 fits every family on the first half and keeps the one whose scores on the
 held-out half are best for ``attack.tune_for``: a choice made on shadow
-models only. Score = the classifier's member probability.
+models only (`search_family`; the families fit side by side, one thread
+each, on the cores the load average leaves idle: on a busy machine the
+threads only fight over the interpreter lock). Score = the classifier's
+member probability. Fitting the chosen family alone gives the
+same result as ``auto``, so an attack stage that remembers the choice
+(`pipeline.attacks.family_choice`) skips the search.
+
+Histogram gradient boosting runs on one OpenMP thread: these fits are
+small, and OpenMP's spinning threads made them tens of times slower on a
+busy 2-core machine.
 
 `seed_style_accuracy` reproduces how the original report measured this
 attack (accuracy on the attack model's own training rows) beside the
@@ -31,8 +40,11 @@ honest measurement on the target, to show how inflated the former is.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -41,7 +53,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt
 from pipeline.attacks.params import AttackParams
 from pipeline.attacks.statistics import make_result, softmax
 from pipeline.config import StrictModel
-from pipeline.core.types import AttackInput, AttackResult, AttackScores
+from pipeline.core.types import AttackInput, AttackResult, AttackScores, Signals
 from pipeline.measures.roc import shadow_objective
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -88,15 +100,36 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, p: Settings, seed: int) -> Predictor:
     return lambda q: model.predict_proba(q)[:, 1]
 
 
+@contextmanager
+def _one_openmp_thread() -> Iterator[None]:
+    """OpenMP limited to one thread in the calling thread (OpenMP's thread count is per thread)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+def _fit_gradient_boosting(x: np.ndarray, y: np.ndarray, seed: int) -> Predictor:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(random_state=seed)
+    with _one_openmp_thread():
+        model.fit(x, y)
+
+    def predict(q: np.ndarray) -> np.ndarray:
+        with _one_openmp_thread():
+            return model.predict_proba(q)[:, 1]
+
+    return predict
+
+
 def _fit_sklearn(x: np.ndarray, y: np.ndarray, family: str, seed: int) -> Predictor:
+    if family == "gradient_boosting":
+        return _fit_gradient_boosting(x, y, seed)
     if family == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
 
         model = LogisticRegression(max_iter=1000, random_state=seed)
-    elif family == "gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        model = HistGradientBoostingClassifier(random_state=seed)
     else:
         from sklearn.ensemble import RandomForestClassifier
 
@@ -155,44 +188,79 @@ def top3_sorted(logits: np.ndarray) -> np.ndarray:
     return -np.sort(-softmax(logits), axis=-1)[..., :3]
 
 
-def attack(
-    name: str,
-    data: AttackInput,
-    params: AttackParams,
-    seed: int,
-    features: Features,
-    per_class: bool,
-) -> AttackResult:
-    p, shadow = params.shadow_classifier, data.shadow
-    order = np.random.default_rng(seed).permutation(shadow.n_models)
-    fit_half, calibration_half = order[: shadow.n_models // 2], order[shadow.n_models // 2 :]
-    feats = features(shadow.logits)  # (K, P, F)
+class _Rows:
+    """The shadows' attack rows, split into the half that fits classifiers and the half that calibrates them."""
 
-    def rows(models: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = feats[models].reshape(-1, feats.shape[-1])
-        return x, shadow.keep[models].ravel().astype(bool), np.tile(shadow.labels, len(models))
+    def __init__(self, shadow: Signals, features: Features, seed: int) -> None:
+        order = np.random.default_rng(seed).permutation(shadow.n_models)
+        self._shadow, self._feats = shadow, features(shadow.logits)  # (K, P, F)
+        self.fit_half, self.calibration_half = order[: shadow.n_models // 2], order[shadow.n_models // 2 :]
 
-    x_cal, y_cal, c_cal = rows(calibration_half)
-    families = FAMILIES if p.classifier == "auto" else (p.classifier,)
-    best: tuple[tuple[float, float], AttackModel, AttackScores] | None = None
-    for family in families:
-        model = AttackModel(*rows(fit_half), per_class=per_class, p=p, family=family, seed=seed)
-        held_out = AttackScores(model.predict(x_cal, c_cal), y_cal, c_cal)
-        objective = shadow_objective(held_out, params.tune_for)
-        if best is None or objective > best[0]:
-            best = (objective, model, held_out)
-    assert best is not None
-    _, model, calibration = best
+    def of(self, models: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, membership labels and true classes of the (model, pool point) pairs of `models`."""
+        x = self._feats[models].reshape(-1, self._feats.shape[-1])
+        return x, self._shadow.keep[models].ravel().astype(bool), np.tile(self._shadow.labels, len(models))
+
+
+def _fit_and_calibrate(
+    rows: _Rows, params: AttackParams, family: str, seed: int, per_class: bool
+) -> tuple[AttackModel, AttackScores]:
+    """A `family` attack model fit on one half of the shadows, and its scores on the other half."""
+    model = AttackModel(*rows.of(rows.fit_half), per_class=per_class, p=params.shadow_classifier, family=family, seed=seed)
+    x_cal, y_cal, c_cal = rows.of(rows.calibration_half)
+    return model, AttackScores(model.predict(x_cal, c_cal), y_cal, c_cal)
+
+
+def idle_cores() -> int:
+    """Cores left idle by the load (this process counts as one of the load), at least 1."""
+    return max(1, int((os.cpu_count() or 1) - os.getloadavg()[0] + 1))
+
+
+def _best_of_every_family(
+    rows: _Rows, params: AttackParams, seed: int, per_class: bool
+) -> tuple[str, AttackModel, AttackScores]:
+    """Every family fit side by side; the first in FAMILIES whose held-out scores are best for `tune_for`."""
+    with ThreadPoolExecutor(max_workers=min(len(FAMILIES), idle_cores())) as pool:
+        fitted = list(pool.map(lambda family: _fit_and_calibrate(rows, params, family, seed, per_class), FAMILIES))
+    objectives = [shadow_objective(calibration, params.tune_for) for _, calibration in fitted]
+    best = max(range(len(FAMILIES)), key=lambda i: (objectives[i], -i))
+    return FAMILIES[best], *fitted[best]
+
+
+# The attacks built on this classifier: their features, and whether `per_class` applies to them.
+SEARCHED: dict[str, tuple[Features, bool]] = {"shadow_classifier": (posteriors, True), "ml_leaks": (top3_sorted, False)}
+
+
+def uses_per_class(name: str, params: AttackParams) -> bool:
+    """Whether attack `name` fits one classifier per class (``ml_leaks`` never does)."""
+    return params.shadow_classifier.per_class if SEARCHED[name][1] else False
+
+
+def search_family(name: str, shadow: Signals, params: AttackParams, seed: int) -> str:
+    """The family that ``classifier: auto`` picks for attack `name` ("shadow_classifier" or "ml_leaks")."""
+    features, _ = SEARCHED[name]
+    return _best_of_every_family(_Rows(shadow, features, seed), params, seed, uses_per_class(name, params))[0]
+
+
+def attack(name: str, data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
+    """Attack `name`: fit (or, with ``auto``, choose) the classifier on shadow rows, score the target."""
+    features, _ = SEARCHED[name]
+    rows, per_class = _Rows(data.shadow, features, seed), uses_per_class(name, params)
+    family = params.shadow_classifier.classifier
+    if family == "auto":
+        _, model, calibration = _best_of_every_family(rows, params, seed, per_class)
+    else:
+        model, calibration = _fit_and_calibrate(rows, params, family, seed, per_class)
     target_values = model.predict(features(data.target.logits)[0], data.target.labels)
     return make_result(name, data, target_values, calibration)
 
 
 def run(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
-    return attack("shadow_classifier", data, params, seed, posteriors, per_class=params.shadow_classifier.per_class)
+    return attack("shadow_classifier", data, params, seed)
 
 
 def run_ml_leaks(data: AttackInput, params: AttackParams, seed: int) -> AttackResult:
-    return attack("ml_leaks", data, params, seed, top3_sorted, per_class=False)
+    return attack("ml_leaks", data, params, seed)
 
 
 def seed_style_accuracy(data: AttackInput, params: AttackParams, seed: int) -> dict[str, float]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.special import logsumexp
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import AttackInput, AttackResult, AttackScores, Signals
@@ -33,6 +32,8 @@ def _pick(values: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def logsumexp_excluding(logits: np.ndarray, index: np.ndarray) -> np.ndarray:
     """log sum_{c != index} exp(z_c), over the last axis."""
+    from scipy.special import logsumexp  # on use: stage validate imports the attacks for their settings only
+
     z = np.asarray(logits, dtype=np.float64)
     index = np.asarray(index)
     shape = (1,) * (z.ndim - index.ndim - 1) + index.shape + (1,)

@@ -10,6 +10,7 @@ that can run the edited code.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -32,7 +33,18 @@ def _with_packages(name: str) -> list[str]:
 
 
 def referenced_modules(path: Path) -> set[str]:
-    """Project modules a file imports, or names in "pipeline.x[:name]" strings."""
+    """Project modules a file imports, or names in "pipeline.x[:name]" strings.
+
+    Each version of a file is parsed once per process (stage `validate`
+    takes the closures of a dozen defenses, which share most files).
+    """
+    stat = path.stat()
+    return set(_referenced_modules(path.resolve(), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.cache
+def _referenced_modules(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    """`referenced_modules` of one version of a file, told apart by its modification time and size."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -42,7 +54,7 @@ def referenced_modules(path: Path) -> set[str]:
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_REF.match(node.value):
             names.add(MODULE_REF.match(node.value).group(1))
-    return {n for n in names if n.split(".")[0] == "pipeline"}
+    return frozenset(n for n in names if n.split(".")[0] == "pipeline")
 
 
 def static_closure(root: Path, module: str) -> set[str]:

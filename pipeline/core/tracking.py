@@ -6,6 +6,13 @@ at a tracking server instead. A stage that DVC runs in a temporary copy
 (`dvc exp run --queue` or `--temp`) logs to the original project's store.
 Each stage logs one run; the report stage's run is the summary that the
 other stage runs are nested under.
+
+Logging is cheap: a stage's metrics and dataset inputs are held and
+written in one batch each when its run ends (before the stage exits, so
+the run is complete whatever the ending), and MLflow's usage telemetry is
+off unless `MLFLOW_DISABLE_TELEMETRY` says otherwise (its exit handler
+waits on a network request). Every MLflow call counts as tracking time in
+`pipeline.core.timings`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import numpy as np
 
 from pipeline.core.io import rounded
 from pipeline.core.processes import StageInterrupted, pid_alive
+from pipeline.core.timings import spent
 
 PARENT_TAG = "mlflow.parentRunId"
 PID_TAG, HOST_TAG = "pid", "host"
@@ -88,62 +96,82 @@ def experiment_runs_url(experiment: str, root: Path, base_url: str) -> str:
 
 
 class StageRun:
-    """Logging helpers bound to one active MLflow run."""
+    """Logging helpers bound to one active MLflow run; metrics and dataset inputs wait for `flush`."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self._metrics: list[Any] = []
+        self._datasets: list[Any] = []
 
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
 
-        mlflow.log_params({k: str(v) for k, v in params.items()})
+        with spent("tracking"):
+            mlflow.log_params({k: str(v) for k, v in params.items()})
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Log the numeric entries; None ("not measurable") is left out, not logged as 0."""
-        import mlflow
-
         numeric = {k: float(v) for k, v in rounded(metrics).items() if isinstance(v, (int, float)) and v is not None}
-        if numeric:
-            mlflow.log_metrics(numeric, step=step)
+        self._hold_metrics([(key, value, step or 0) for key, value in numeric.items()])
 
     def log_history(self, history: dict[str, np.ndarray]) -> None:
         """Per-epoch curves: one metric per key, one step per epoch."""
-        import mlflow
+        self._hold_metrics(
+            [
+                (key, rounded(float(value)), step)
+                for key, values in history.items()
+                for step, value in enumerate(np.asarray(values).reshape(-1))
+            ]
+        )
+
+    def _hold_metrics(self, values: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        metrics = [
-            Metric(key, rounded(float(value)), stamp, step)
-            for key, values in history.items()
-            for step, value in enumerate(np.asarray(values).reshape(-1))
-        ]
-        mlflow.MlflowClient().log_batch(self.run_id, metrics=metrics)
+        self._metrics.extend(Metric(key, value, stamp, step) for key, value, step in values)
+
+    def flush(self) -> None:
+        """Write the held metrics and dataset inputs, one batch each."""
+        import mlflow
+
+        with spent("tracking"):
+            if self._metrics:
+                mlflow.MlflowClient().log_batch(self.run_id, metrics=self._metrics)
+            if self._datasets:
+                mlflow.MlflowClient().log_inputs(self.run_id, datasets=self._datasets)
+        self._metrics, self._datasets = [], []
 
     def log_figure(self, figure: Any, name: str) -> None:
         import mlflow
 
-        mlflow.log_figure(figure, name)
+        with spent("tracking"):
+            mlflow.log_figure(figure, name)
 
     def log_table(self, columns: dict[str, list[Any]], name: str) -> None:
         """A table artifact (JSON, columns of equal length) that the UI shows and filters."""
         import mlflow
 
-        mlflow.log_table(data=columns, artifact_file=name)
+        with spent("tracking"):
+            mlflow.log_table(data=columns, artifact_file=name)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         import mlflow
 
-        mlflow.log_artifact(str(path), artifact_path=folder)
+        with spent("tracking"):
+            mlflow.log_artifact(str(path), artifact_path=folder)
 
     def log_dataset(self, x: np.ndarray, y: np.ndarray, name: str, source: str, context: str) -> None:
-        """Record a dataset this stage consumed, shown as the run's input."""
-        import mlflow
+        """Record a dataset this stage consumed, shown as the run's input (its record is held, not the arrays)."""
         import mlflow.data
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        with warnings.catch_warnings():  # a local path matches two equivalent source types
+        with spent("tracking"), warnings.catch_warnings():  # a local path matches two equivalent source types
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(x, targets=y, source=source, name=name)
-        mlflow.log_input(dataset, context=context)
+            record = mlflow.data.from_numpy(x, targets=y, source=source, name=name).to_dict()
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        entity = Dataset(**{field: record.get(field) for field in fields})
+        self._datasets.append(DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
 
     def log_keras_model(self, model: Any, example: np.ndarray, requirements: list[str], name: str = "model") -> None:
         """Log a Keras model with its signature, `example` as its input example, and explicit pip `requirements`.
@@ -155,14 +183,14 @@ class StageRun:
         requirements skips MLflow's inference of them, which costs seconds
         per call.
         """
-        import mlflow
         import mlflow.tensorflow
         from mlflow.models import infer_signature
 
-        signature = infer_signature(example, model.predict(example, verbose=0))
-        mlflow.tensorflow.log_model(
-            model, name=name, signature=signature, input_example=example, pip_requirements=requirements
-        )
+        with spent("tracking"):
+            signature = infer_signature(example, model.predict(example, verbose=0))
+            mlflow.tensorflow.log_model(
+                model, name=name, signature=signature, input_example=example, pip_requirements=requirements
+            )
 
 
 @contextlib.contextmanager
@@ -176,33 +204,42 @@ def stage_run(
 ) -> Iterator[StageRun]:
     """Open the run for one stage; it ends KILLED if the stage is interrupted, FAILED if the body raises.
 
-    Runs that a killed process left RUNNING are marked KILLED first.
+    Runs that a killed process left RUNNING are marked KILLED first. The
+    held metrics and inputs are written before the run ends, whatever the ending.
     """
-    import mlflow
+    with spent("tracking"):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
 
-    experiment_id = _connect(experiment, root)
-    mark_orphans_killed(experiment_id)
-    all_tags = {
-        "stage": stage,
-        "git_commit": _git_commit(root),
-        PID_TAG: str(os.getpid()),
-        HOST_TAG: socket.gethostname(),
-        **(tags or {}),
-    }
-    if os.environ.get("DVC_EXP_NAME"):
-        all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=all_tags)
-    try:
+        experiment_id = _connect(experiment, root)
+        mark_orphans_killed(experiment_id)
+        all_tags = {
+            "stage": stage,
+            "git_commit": _git_commit(root),
+            PID_TAG: str(os.getpid()),
+            HOST_TAG: socket.gethostname(),
+            **(tags or {}),
+        }
+        if os.environ.get("DVC_EXP_NAME"):
+            all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=all_tags)
         handle = StageRun(run.info.run_id)
+    status = "FINISHED"
+    try:
         handle.log_params(params)
         yield handle
     except StageInterrupted:
-        mlflow.end_run(status="KILLED")
+        status = "KILLED"
         raise
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        status = "FAILED"
         raise
-    mlflow.end_run(status="FINISHED")
+    finally:
+        try:
+            handle.flush()
+        finally:
+            with spent("tracking"):
+                mlflow.end_run(status=status)
 
 
 def mark_orphans_killed(experiment_id: str) -> list[str]:

@@ -37,7 +37,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, StrictInt
-from scipy.special import log_softmax, logsumexp
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import rng_for
@@ -77,6 +76,8 @@ def split_parts(keep: np.ndarray, n_parts: int, seed: int) -> np.ndarray:
 
 def ensemble_log_probs(sub_logits: np.ndarray, n_parts: int) -> np.ndarray:
     """(K*m, N, C) sub-model logits -> (K, N, C) log of each ensemble's mean softmax."""
+    from scipy.special import log_softmax, logsumexp  # on use: stage validate imports the defenses for their settings only
+
     z = np.asarray(sub_logits, dtype=np.float64)
     k_total, n, c = z.shape
     if k_total % n_parts:

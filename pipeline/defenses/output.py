@@ -77,7 +77,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, StrictFloat, StrictInt
-from scipy.special import log_softmax
 
 from pipeline.core.errors import PipelineError
 from pipeline.defenses.base import DefendedModels, Defense, TrainingJob, train_plain
@@ -117,6 +116,8 @@ LABEL_MARGIN = 1e-4  # nats; >> float32 spacing on [LOG_FLOOR, 0]
 
 def softmax64(logits: np.ndarray) -> np.ndarray:
     """softmax over the last axis, in float64."""
+    from scipy.special import log_softmax  # on use: stage validate imports the defenses for their settings only
+
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64), axis=-1))
 
 

@@ -37,7 +37,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, StrictInt, model_validator
-from scipy.special import softmax
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.seeding import derive_seed, rng_for
@@ -162,6 +161,8 @@ class SelenaDefense(Defense):
 
     def train(self, job: TrainingJob) -> DefendedModels:
         """SELENA: Split-AI soft labels for every model's training points, then distillation."""
+        from scipy.special import softmax  # on use: stage validate imports the defenses for their settings only
+
         split = split_ai(job, self)
         k_models, m, n_total = split.excluded.shape
         logits = stack_logits(split.stack, job.x).reshape(k_models, m, n_total, -1)

@@ -29,14 +29,14 @@ import functools
 import logging
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dp_accounting as _dpa
 import numpy as np
-from dp_accounting.pld import pld_privacy_accountant
-from dp_accounting.rdp import rdp_privacy_accountant
 
 from pipeline.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 Accountant = Literal["rdp", "pld"]
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "pld")
@@ -86,13 +86,18 @@ def _check(sampling_rate: float, steps: int, delta: float, accountant: str) -> N
         raise PipelineError(f"delta must be in (0, 1), got {delta}")
 
 
-def _event(noise_multiplier: float, sampling_rate: float, steps: int) -> _dpa.DpEvent:
-    return _dpa.SelfComposedDpEvent(
-        _dpa.PoissonSampledDpEvent(sampling_rate, _dpa.GaussianDpEvent(noise_multiplier)), int(steps)
+def _event(noise_multiplier: float, sampling_rate: float, steps: int) -> dp_accounting.DpEvent:
+    import dp_accounting  # 0.5 to 1 s to import: only where epsilon is accounted (stage validate imports this module)
+
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(sampling_rate, dp_accounting.GaussianDpEvent(noise_multiplier)), int(steps)
     )
 
 
-def _new_accountant(accountant: str) -> _dpa.PrivacyAccountant:
+def _new_accountant(accountant: str) -> dp_accounting.PrivacyAccountant:
+    from dp_accounting.pld import pld_privacy_accountant
+    from dp_accounting.rdp import rdp_privacy_accountant
+
     if accountant == "rdp":
         return rdp_privacy_accountant.RdpAccountant()
     return pld_privacy_accountant.PLDAccountant()
@@ -175,13 +180,15 @@ def calibrate_noise(
         if eps(lo) > target_epsilon:
             break
         hi = lo
+    import dp_accounting
+
     with _quiet_absl():
-        sigma = _dpa.calibrate_dp_mechanism(
+        sigma = dp_accounting.calibrate_dp_mechanism(
             lambda: _new_accountant(accountant),
             lambda s: _event(s, sampling_rate, steps),
             target_epsilon,
             delta,
-            bracket_interval=_dpa.ExplicitBracketInterval(lo, hi),
+            bracket_interval=dp_accounting.ExplicitBracketInterval(lo, hi),
             tol=_CALIBRATION_RTOL * hi,
         )
     return float(sigma)

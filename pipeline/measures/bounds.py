@@ -37,7 +37,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
-from scipy.stats import beta
 
 if TYPE_CHECKING:
     from pipeline.measures.roc import Roc
@@ -62,6 +61,8 @@ class SideBounds(NamedTuple):
 
 def clopper_pearson(k: np.ndarray, n: int, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided Clopper-Pearson interval for k successes out of n."""
+    from scipy.stats import beta  # 1 to 2 s to import: only where a bound is computed
+
     k = np.asarray(k, dtype=np.float64)
     alpha = 1.0 - confidence
     lower = np.where(k > 0, beta.ppf(alpha / 2, np.maximum(k, 1), n - k + 1), 0.0)

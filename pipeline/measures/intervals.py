@@ -13,7 +13,6 @@ flags at most k non-members, the same operating point as
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -21,6 +20,8 @@ CONFIDENCE = 0.95
 
 def auc_of_rows(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
     """Mann-Whitney AUC of each row of (B, n_m) member and (B, n_n) non-member scores, ties counted half."""
+    from scipy.stats import rankdata  # imported where intervals are computed, not by every user of this module
+
     n_m, n_n = members.shape[1], nonmembers.shape[1]
     ranks = rankdata(np.concatenate([members, nonmembers], axis=1), axis=1)
     return (ranks[:, :n_m].sum(axis=1) - n_m * (n_m + 1) / 2) / (n_m * n_n)

@@ -28,7 +28,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from pipeline.core.types import AttackMetrics, AttackResult, AttackScores
 from pipeline.measures.bounds import CONFIDENCE, calibrated_bound
@@ -113,6 +112,13 @@ def tpr_at_fpr(curve: Roc, level: float) -> float | None:
     return float(np.max(curve.tpr[curve.fp <= level * curve.n_nonmembers + 1e-9]))
 
 
+def roc_auc(is_member: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's ROC AUC (imported on first use: stages that only read this module's types skip it)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(is_member, scores))
+
+
 def _auc_per_class(scores: AttackScores) -> dict[int, float | None]:
     out: dict[int, float | None] = {}
     labels = np.asarray(scores.labels)
@@ -120,7 +126,7 @@ def _auc_per_class(scores: AttackScores) -> dict[int, float | None]:
     for c in np.unique(labels):
         m = labels == c
         both = member[m].any() and not member[m].all()
-        out[int(c)] = float(roc_auc_score(member[m], scores.scores[m])) if both else None
+        out[int(c)] = roc_auc(member[m], scores.scores[m]) if both else None
     return out
 
 
@@ -130,7 +136,7 @@ def shadow_objective(scores: AttackScores, tune_for: str) -> tuple[float, float]
     The AUC second breaks ties, and decides when the shadow scores are too
     few to measure 1% FPR.
     """
-    auc = float(roc_auc_score(np.asarray(scores.is_member, dtype=bool), scores.scores))
+    auc = roc_auc(np.asarray(scores.is_member, dtype=bool), scores.scores)
     if tune_for == "auc":
         return auc, auc
     tpr = tpr_at_fpr(roc(scores.scores, scores.is_member, "shadow scores"), 0.01)
@@ -185,7 +191,7 @@ def evaluate(
     counts = {_level_key(level): int(math.floor(level * curve.n_nonmembers + 1e-9)) for level in FPR_LEVELS}
     counts = {key: k for key, k in counts.items() if k >= 1} | {"tpr_at_lowest_fpr": 1}
     return AttackMetrics(
-        auc=float(roc_auc_score(y, s)),
+        auc=roc_auc(y, s),
         advantage=float(np.max(curve.tpr - curve.fpr)),
         balanced_accuracy=(tpr + 1.0 - fpr) / 2.0,
         threshold=threshold,
@@ -198,7 +204,7 @@ def evaluate(
         auc_per_class=_auc_per_class(result.target),
         tpr_at_lowest_fpr=float(curve.tp[np.searchsorted(curve.fp, 1, side="right") - 1] / curve.n_members),
         intervals=bootstrap_intervals(s, y, counts, seed, n_resamples),
-        shadow_auc=float(roc_auc_score(np.asarray(calibration.is_member, dtype=bool), calibration.scores)),
+        shadow_auc=roc_auc(np.asarray(calibration.is_member, dtype=bool), calibration.scores),
         shadow_tpr_at_1pct_fpr=tpr_at_fpr(cal_curve, 0.01),
         call_tpr=call_tpr,
         call_fpr=call_fpr,

@@ -28,6 +28,7 @@ from pipeline.core.io import (
 )
 from pipeline.core.processes import StageInterrupted, interrupts_raise_stage_interrupted
 from pipeline.core.signals import SIGNAL_FIELDS, target_signals
+from pipeline.core.timings import process_age, record
 from pipeline.core.types import Dataset, Signals, Splits
 
 ROOT = Path(".")
@@ -109,8 +110,18 @@ def main(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None
 
     A user error prints one line and exits 1; SIGINT or SIGTERM fail the
     stage (exit 130 or 143) without recording anything. Temporaries that a
-    killed earlier run left behind are removed first.
+    killed earlier run left behind are removed first. With
+    `PIPELINE_STAGE_TIMINGS` set, where the process's time went is written
+    there (`pipeline.core.timings`).
     """
+    startup = process_age()
+    try:
+        _run_stage(stage, scopes)
+    finally:
+        record("@".join([Path(sys.argv[0]).stem, *sys.argv[1:]]), startup)
+
+
+def _run_stage(stage: Callable[[ScopedParams], None], scopes: tuple[str, ...]) -> None:
     try:
         with interrupts_raise_stage_interrupted():
             sweep_stale_temporaries(list(OUTPUT_FOLDERS))
