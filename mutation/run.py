@@ -107,6 +107,14 @@ def changed_lines(diff: str, sign: str = "+") -> list[str]:
     return [line[1:].strip() for line in diff.splitlines() if line.startswith(sign) and not line.startswith(sign * 3)]
 
 
+def record_equivalent(name: str, reason: str, path: Path = EQUIVALENTS) -> None:
+    """Append an [[equivalent]] entry for `name`, its mutated line taken from its diff in mutants/."""
+    mutated = changed_lines(diff_of(name))[0]
+    fields = {"id": json.dumps(name, ensure_ascii=False), "mutated": json.dumps(mutated), "reason": json.dumps(reason)}
+    with path.open("a") as out:  # JSON strings are TOML basic strings
+        out.write("\n[[equivalent]]\n" + "".join(f"{key} = {value}\n" for key, value in fields.items()))
+
+
 def module_of(name: str) -> str:
     """`pipeline.measures.roc` of `pipeline.measures.roc.x_roc__mutmut_3`."""
     from mutmut.utils.format_utils import get_module_from_key
@@ -140,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="no run: score what mutants/ holds")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--min-score", type=float, default=90.0)
+    parser.add_argument("--equivalent", nargs=2, metavar=("ID", "REASON"), help="record a surviving mutant as equivalent")
     parser.add_argument("only", nargs="*", help="mutant-name globs to run instead of the targets (with --keep)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))  # mutmut reads pyproject.toml from the working directory
+    if args.equivalent:
+        record_equivalent(*args.equivalent)
+        return 0
     globs = mutant_globs(tomllib.loads(TARGETS.read_text()), args.sample)
     run_globs = args.only or globs
     started = time.monotonic()

@@ -212,6 +212,9 @@ def test_canary_audit_corrects_across_scores_and_guess_counts() -> None:
     assert [level["k"] for level in summary["black_box"]["levels"]] == [20, 60]
     alone = audit_run(CanaryRun({"black_box": (perfect, included)}, {}), [20, 60], delta=0.0)
     assert alone["black_box"].epsilon_lb == pytest.approx(_perfect_bound(60, 0.05 / 2), rel=1e-9)
+    at_90 = audit_run(run, [20, 60], delta=0.0, confidence=0.9)
+    assert at_90["black_box"].epsilon_lb == pytest.approx(_perfect_bound(60, 0.1 / 4), rel=1e-9)
+    assert at_90["black_box"].confidence == 0.9
 
 
 def test_one_run_bound_far_above_the_usual_range_is_found() -> None:
@@ -227,7 +230,7 @@ def test_one_run_bound_far_above_the_usual_range_is_found() -> None:
 
 def test_black_box_canary_score_is_the_log_probability_of_each_canarys_label() -> None:
     """Logits chosen so that a wrong axis, a wrong label or a wrong model changes the score."""
-    logits = np.array([[[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0], [1.0, 2.0, 4.0]]])  # (K=1, 4 canaries, 3 classes)
+    logits = np.array([[[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [900.0, 901.0, 905.0], [1.0, 2.0, 4.0]]])  # (K=1, 4 canaries, 3 classes)
     other = logits + np.array([1.0, 0.0, -1.0])  # a second model whose scores differ
     table = np.concatenate([logits, other])
     canaries = CanarySet(x=np.arange(4.0)[:, None], y=np.array([2, 0, 1, 1]), included=np.array([True, False, True, False]))
@@ -238,7 +241,7 @@ def test_black_box_canary_score_is_the_log_probability_of_each_canarys_label() -
     job = TrainingJob(None, None, canaries.x, canaries.y, np.ones((1, 4), bool), 0, eval_data=(np.arange(4.0)[:, None], np.array([2, 0, 2, 0])))
     run = score_run(DefendedModels(observe, lambda k: None, {}, {"dp_epsilon": 2.0}), job, canaries)
     scores, included = run.scores["black_box"]
-    expected = [logits[0, i, c] - np.log(np.exp(logits[0, i]).sum()) for i, c in enumerate(canaries.y)]
+    expected = [logits[0, i, c] - logits[0, i].max() - np.log(np.exp(logits[0, i] - logits[0, i].max()).sum()) for i, c in enumerate(canaries.y)]
     np.testing.assert_allclose(scores, expected, rtol=1e-12)
     assert np.array_equal(included, canaries.included)
     assert run.info == {"dp_epsilon": 2.0, "test_accuracy": 0.75}  # argmax over classes: 2, 0, 2, 2
@@ -289,43 +292,6 @@ def test_attacker_masks_stay_disjoint_and_every_shard_gets_its_own_seed(n_models
 
 
 # --------------------------------------------------------------------------
-# A user's own trained model with non-zero biases: the released logits are its last layer's pre-activation
-
-
-@pytest.mark.parametrize("separate", [False, True])
-def test_released_logits_of_a_trained_model_with_biases_are_its_pre_activations(separate: bool) -> None:
-    from pipeline.core.tf_runtime import keras
-    from pipeline.stack import released_logits
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 5)).astype(np.float32)
-    y = rng.integers(0, 3, 40)
-    last = [keras.layers.Dense(3), keras.layers.Activation("softmax")] if separate else [keras.layers.Dense(3, activation="softmax")]
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), *last])
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
-    for start in range(0, 40, 8):  # one epoch of Keras's own training step
-        model.train_on_batch(x[start : start + 8], y[start : start + 8])
-    w1, b1, w2, b2 = (np.asarray(w, np.float64) for w in model.get_weights())
-    assert np.abs(b1).min() > 0 and np.abs(b2).min() > 0  # training moved every bias off zero
-    expected = np.maximum(x @ w1 + b1, 0.0) @ w2 + b2
-    logits = released_logits(model, x)
-    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), model(x, training=False), atol=1e-6)
-
-
-def test_released_logits_of_one_sigmoid_unit_with_a_bias_are_zero_and_its_pre_activation() -> None:
-    from pipeline.core.tf_runtime import keras
-    from pipeline.stack import released_logits
-
-    x = np.array([[1.0, 2.0], [-1.0, 0.5]], np.float32)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.set_weights([np.array([[0.5], [-1.0]], np.float32), np.array([0.75], np.float32)])
-    np.testing.assert_allclose(released_logits(model, x), [[0.0, 0.5 - 2.0 + 0.75], [0.0, -0.5 - 0.5 + 0.75]], atol=1e-6)
-
-
-# --------------------------------------------------------------------------
 # What the report reads: the flat row, the exposed members, the headline's choice
 
 
@@ -353,6 +319,13 @@ def test_most_exposed_lists_tied_members_in_dataset_order_with_their_false_alarm
     assert [r["fpr_at_score"] for r in rows] == [0.0, 0.0, 0.0, 2 / 3]  # non-members scoring >= 2: 3 and 4
     assert rows[0]["label"] == 1 and rows[0]["score"] == 5.0
     assert len(most_exposed(scores, np.arange(7))) == 4  # top 10 of 4 members
+    many = AttackScores(np.r_[np.random.default_rng(0).integers(0, 3, 20), 9.0], np.r_[np.ones(20, bool), False], np.zeros(21, np.int64))
+    rows = most_exposed(many, np.arange(21), top=20)
+    keys = [(-r["score"], r["index"]) for r in rows]
+    assert keys == sorted(keys)  # highest first, and tied members in dataset order
+    assert len(most_exposed(many, np.arange(21))) == 10  # ten by default
+    alone = most_exposed(AttackScores(np.array([1.0, 2.0]), np.array([True, True]), np.zeros(2, np.int64)), np.arange(2))
+    assert [r["fpr_at_score"] for r in alone] == [None, None]  # no non-member to compare with
 
 
 def test_the_headline_is_chosen_by_the_objective_asked_for() -> None:
@@ -472,6 +445,8 @@ def test_offline_lira_scores_are_the_out_gaussian_tail_with_the_asked_variance(f
     result = lira.run(data, attack_params({"enabled": ["lira_offline"], "lira": {"fixed_variance": fixed_variance}}), 0)
     sd = np.sqrt([17 / 6, 17 / 6]) if fixed_variance else np.sqrt([5 / 3, 4.0])
     np.testing.assert_allclose(result.target.scores, -norm.logsf(3.0, [1.5, 1.0], sd), rtol=1e-6)
+    other = lira.run(data, attack_params({"enabled": ["lira_offline"], "lira": {"fixed_variance": not fixed_variance}}), 0)
+    assert not np.allclose(result.calibration.scores, other.calibration.scores)  # the setting reaches the calibration too
 
 
 def test_statistics_of_float32_logits_are_computed_in_float64() -> None:
@@ -500,6 +475,7 @@ def test_splits_around_a_model_refuse_a_defender_split_the_pool_cannot_spare() -
     with pytest.raises(PipelineError) as info:
         make_splits(100, params, np.random.default_rng(0), trained)
     assert "(10 non-members (= the marked rows) + 40 n_test + 30 n_shadow_pool + 20 n_defender_reference)" in str(info.value)
+    assert str(info.value).endswith("or add rows the model never saw")
 
 
 def test_class_dependent_scores_fall_back_to_the_global_threshold_for_a_one_label_class() -> None:
@@ -519,3 +495,35 @@ def test_class_dependent_scores_fall_back_to_the_global_threshold_for_a_one_labe
     per_class, fallback = class_thresholds(confidence(shadow.logits, labels), keep, labels)
     assert set(per_class) == {0} and per_class[0] == pytest.approx(0.7)
     np.testing.assert_allclose(result.target.scores, [0.95 - per_class[0], 0.72 - fallback], atol=1e-6)
+
+
+def test_local_shards_run_in_order_and_report_their_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.config import ComputeParams
+    from pipeline.training.compute import run_shards
+
+    assert run_shards(lambda shared, shard: shared * shard, 10, [1, 2, 3], ComputeParams(), "shadows") == [10, 20, 30]
+    assert capsys.readouterr().err.splitlines() == [f"shadows: {i}/3 shards done" for i in (1, 2, 3)]
+    assert run_shards(lambda shared, shard: shard, None, ["only"], ComputeParams(), "one") == ["only"]
+    assert capsys.readouterr().err == ""  # one shard: no progress lines
+
+
+def test_dp_violations_at_epsilon_zero_flag_any_separation_beyond_sampling_error() -> None:
+    from pipeline.measures.accounting import dp_violations
+
+    assert dp_violations(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]), 0.0, 0.0, 1000, 1000) == []
+    flagged = dp_violations(np.array([0.4]), np.array([0.6]), 0.0, 0.0, 1000, 1000)
+    assert [v["inequality"] for v in flagged] == ["TPR <= e^eps FPR + delta", "TNR <= e^eps FNR + delta"]
+    assert flagged[0]["lower"] == pytest.approx(_cp_low(600, 1000, 0.95)) and flagged[0]["allowed"] == pytest.approx(_cp_high(400, 1000, 0.95))
+    assert (flagged[0]["fpr"], flagged[0]["tpr"]) == (0.4, 0.6)
+
+
+def test_as_many_gradient_canaries_as_weights_is_allowed_and_one_more_is_not() -> None:
+    from pipeline.canaries.audit import gradient_canaries
+    from pipeline.core.errors import PipelineError
+    from pipeline.stack import Architecture
+
+    arch = Architecture("mlp", (2,), 2, hidden_units=2)  # 2*2 + 2 + 2*2 + 2 = 12 weights
+    coordinates, included = gradient_canaries(arch, 12, seed=0)
+    assert coordinates.tolist() == list(range(12)) and included.shape == (12,)
+    with pytest.raises(PipelineError, match="^canaries.n: 13 gradient canaries need as many weights, and the model has 12; lower canaries.n$"):
+        gradient_canaries(arch, 13, seed=0)

@@ -159,6 +159,7 @@ def test_auc_interval_contains_the_sample_auc(n_members: int, n_nonmembers: int,
     members, nonmembers = rng.normal(shift, 1, n_members).round(1), rng.normal(0, 1, n_nonmembers).round(1)
     scores = np.r_[members, nonmembers]
     is_member = np.r_[np.ones(n_members, bool), np.zeros(n_nonmembers, bool)]
-    low, high = bootstrap_intervals(scores, is_member, {}, seed=seed, n_resamples=400)["auc"]
+    # array-likes as the signature allows: a list of scores, 0/1 membership
+    low, high = bootstrap_intervals(scores.tolist(), is_member.astype(int), {}, seed=seed, n_resamples=400)["auc"]
     point = auc_of_rows(members[None, :], nonmembers[None, :])[0]
     assert low <= point <= high
