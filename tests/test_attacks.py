@@ -635,3 +635,12 @@ def test_rmia_run_tunes_a_for_the_objective_asked_for():
         result = get_attack("rmia_offline")(data, params(tune_for=tune_for), 0)
         np.testing.assert_array_equal(result.calibration.scores, scores.scores)
     assert chosen["auc"] != chosen["tpr_at_1pct_fpr"]  # the case tells the objectives apart
+
+
+@pytest.mark.parametrize("name", ["lira_offline", "lira_online"])
+def test_lira_variance_setting_reaches_target_and_calibration_scores(name):
+    data = make_input()
+    pooled = get_attack(name)(data, params(lira={"fixed_variance": True}), 0)
+    per_point = get_attack(name)(data, params(lira={"fixed_variance": False}), 0)
+    assert not np.allclose(pooled.target.scores, per_point.target.scores)
+    assert not np.allclose(pooled.calibration.scores, per_point.calibration.scores)

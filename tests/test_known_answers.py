@@ -475,6 +475,8 @@ def test_splits_around_a_model_refuse_a_defender_split_the_pool_cannot_spare() -
     with pytest.raises(PipelineError) as info:
         make_splits(100, params, np.random.default_rng(0), trained)
     assert "(10 non-members (= the marked rows) + 40 n_test + 30 n_shadow_pool + 20 n_defender_reference)" in str(info.value)
+    with pytest.raises(PipelineError, match=r"\(3 n_members \+ 3 non-members \(= n_members\) \+ 40 n_test \+ 30 n_shadow_pool \+ 20 n_defender_reference\)"):
+        make_splits(90, DataParams(n_members=3, n_test=40, n_shadow_pool=30, n_defender_reference=20), np.random.default_rng(0))
     assert str(info.value).endswith("or add rows the model never saw")
 
 
@@ -527,3 +529,24 @@ def test_as_many_gradient_canaries_as_weights_is_allowed_and_one_more_is_not() -
     assert coordinates.tolist() == list(range(12)) and included.shape == (12,)
     with pytest.raises(PipelineError, match="^canaries.n: 13 gradient canaries need as many weights, and the model has 12; lower canaries.n$"):
         gradient_canaries(arch, 13, seed=0)
+
+
+def test_one_run_audit_of_one_score_is_corrected_for_its_grid_only() -> None:
+    included = np.r_[np.ones(30, bool), np.zeros(30, bool)]
+    result = one_run.audit(included.astype(float), included, [10, 40], delta=0.0)
+    assert result.epsilon_lb == pytest.approx(_perfect_bound(40, 0.05 / 2), rel=1e-9)
+    assert result.levels[0].epsilon_lb == pytest.approx(_perfect_bound(10, 0.05 / 2), rel=1e-9)
+    for scores, flags in ((np.zeros(3), np.zeros(4, bool)), (np.zeros((2, 2)), np.zeros((2, 2), bool))):
+        with pytest.raises(ValueError, match="must be the same 1-d shape"):
+            one_run.audit(scores, flags, [1], delta=0.0)
+
+
+def test_one_run_guesses_break_ties_by_position_for_any_k_from_one() -> None:
+    scores = np.random.default_rng(1).integers(0, 3, 40).astype(float)
+    g = one_run.guess(scores, 20)
+    in_rows, out_rows = np.flatnonzero(g == 1), np.flatnonzero(g == -1)
+    order = sorted(range(40), key=lambda i: (-scores[i], i))  # highest first, ties by position
+    assert in_rows.tolist() == sorted(order[:10]) and out_rows.tolist() == sorted(order[-10:])
+    assert one_run.guess(scores, 1).tolist().count(1) == 1 and (one_run.guess(scores, 1) >= 0).all()
+    with pytest.raises(ValueError, match=r"^k must be in \[1, 40\], got 0$"):
+        one_run.guess(scores, 0)
