@@ -239,7 +239,13 @@ def test_black_box_canary_score_is_the_log_probability_of_each_canarys_label() -
         return table[:, x[:, 0].astype(int)]
 
     job = TrainingJob(None, None, canaries.x, canaries.y, np.ones((1, 4), bool), 0, eval_data=(np.arange(4.0)[:, None], np.array([2, 0, 2, 0])))
-    run = score_run(DefendedModels(observe, lambda k: None, {}, {"dp_epsilon": 2.0}), job, canaries)
+    released = DefendedModels(lambda x: observe(x).astype(np.float32), lambda k: None, {}, {"dp_epsilon": 2.0})
+    table = table.astype(np.float32).astype(np.float64)  # what a model releases: float32 logits, scored in float64
+    logits = table[:1]
+    gradient = (np.array([0.25, -1.5], np.float32), np.array([1, 0]))  # white-box scores and coins as a trainer returns them
+    run = score_run(released, job, canaries, gradient)
+    white, coins = run.scores["white_box"]
+    assert white.dtype == np.float64 and white.tolist() == [0.25, -1.5] and coins.tolist() == [True, False]
     scores, included = run.scores["black_box"]
     expected = [logits[0, i, c] - logits[0, i].max() - np.log(np.exp(logits[0, i] - logits[0, i].max()).sum()) for i, c in enumerate(canaries.y)]
     np.testing.assert_allclose(scores, expected, rtol=1e-12)
@@ -550,3 +556,33 @@ def test_one_run_guesses_break_ties_by_position_for_any_k_from_one() -> None:
     assert one_run.guess(scores, 1).tolist().count(1) == 1 and (one_run.guess(scores, 1) >= 0).all()
     with pytest.raises(ValueError, match=r"^k must be in \[1, 40\], got 0$"):
         one_run.guess(scores, 0)
+
+
+def test_canary_job_trains_members_and_included_canaries_with_the_defenders_split() -> None:
+    from pipeline.canaries.audit import canary_job
+    from pipeline.core.types import Dataset, Splits
+
+    rng = np.random.default_rng(0)
+    dataset = Dataset(rng.normal(size=(30, 3)).astype(np.float32), rng.integers(0, 3, 30), 3, "toy")
+    splits = Splits(np.arange(10), np.arange(10, 20), np.arange(20, 24), np.arange(24, 27), np.arange(27, 30))
+    canaries = CanarySet(rng.normal(size=(4, 3)), np.array([0, 1, 2, 0], np.int32), np.array([True, False, True, False]))
+    job = canary_job(dataset, splits, None, None, canaries, seed=11, label="canary run")
+    assert (job.seed, job.label) == (11, "canary run") and job.x.dtype == np.float32 and job.y.dtype == dataset.y.dtype
+    assert job.keep.dtype == bool and np.flatnonzero(job.keep[0]).tolist() == [*range(10), 30, 32]
+    assert job.defender.dtype == bool and np.flatnonzero(job.defender[0]).tolist() == [27, 28, 29]
+    assert job.eval_data[1].tolist() == dataset.y[20:24].tolist()
+
+
+def test_canaries_span_the_data_range_and_move_labels_independently() -> None:
+    from pipeline.canaries.records import make_canaries
+    from pipeline.core.types import Dataset
+
+    rng = np.random.default_rng(0)
+    dataset = Dataset((rng.normal(size=(300, 2)) * [5.0, 0.1]).astype(np.float32), rng.integers(0, 3, 300), 3, "toy")
+    x, y = make_canaries("ood", 400, dataset, np.arange(300), np.random.default_rng(1))
+    low, high = dataset.x.min(0), dataset.x.max(0)
+    assert x.dtype == np.float32 and (x.min(0) - low < 0.05 * (high - low)).all() and (high - x.max(0) < 0.05 * (high - low)).all()
+    assert set(y.tolist()) == {0, 1, 2}
+    x, y = make_canaries("mislabeled", 300, dataset, np.arange(300), np.random.default_rng(2))  # every source used
+    rows = [int(np.flatnonzero((dataset.x == row).all(axis=1))[0]) for row in x]
+    assert sorted(rows) == list(range(300)) and set(((y - dataset.y[rows]) % 3).tolist()) == {1, 2}
