@@ -586,3 +586,109 @@ def test_canaries_span_the_data_range_and_move_labels_independently() -> None:
     x, y = make_canaries("mislabeled", 300, dataset, np.arange(300), np.random.default_rng(2))  # every source used
     rows = [int(np.flatnonzero((dataset.x == row).all(axis=1))[0]) for row in x]
     assert sorted(rows) == list(range(300)) and set(((y - dataset.y[rows]) % 3).tolist()) == {1, 2}
+
+
+# --------------------------------------------------------------------------
+# Input checks whose bounds decide what is measured, and the per-point Gaussians of LiRA
+
+
+def test_dp_violations_accept_exactly_the_rates_and_sizes_it_can_measure() -> None:
+    from pipeline.measures.accounting import dp_violations
+
+    assert dp_violations([0.0, 1.0], [0.0, 1.0], 0.5, 0.999, 1, 1) == []  # one of each, rates at both ends, delta < 1
+    bad = [
+        (([0.0, 1.0], [0.0], 0.5, 0.0, 5, 5), r"^fpr and tpr must have the same length, got 2 and 1$"),
+        (([0.5], [0.5], 0.5, 0.0, 0, 5), r"^need members and non-members, got 0 and 5$"),
+        (([0.5], [0.5], 0.5, 0.0, 5, 0), r"^need members and non-members, got 5 and 0$"),
+        (([-0.1], [0.5], 0.5, 0.0, 5, 5), r"^fpr and tpr must be rates in \[0, 1\]$"),
+        (([1.5], [0.5], 0.5, 0.0, 5, 5), "rates in"),
+        (([0.5], [-0.1], 0.5, 0.0, 5, 5), "rates in"),
+        (([0.5], [1.5], 0.5, 0.0, 5, 5), "rates in"),
+        (([0.5], [0.5], -0.1, 0.0, 5, 5), r"^need epsilon >= 0 and delta in \[0, 1\), got -0.1 and 0.0$"),
+        (([0.5], [0.5], 0.5, 1.0, 5, 5), "delta in"),
+        (([0.5], [0.5], 0.5, -0.1, 5, 5), "delta in"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            dp_violations(*args)
+
+
+def test_dp_violations_use_intervals_at_the_confidence_asked_for() -> None:
+    from pipeline.measures.accounting import dp_violations
+
+    flagged = dp_violations([0.4], [0.6], 0.0, 0.0, 1000, 1000, confidence=0.8)
+    assert flagged[0]["lower"] == pytest.approx(_cp_low(600, 1000, 0.8)) and flagged[0]["allowed"] == pytest.approx(_cp_high(400, 1000, 0.8))
+    assert flagged[1]["lower"] == pytest.approx(_cp_low(600, 1000, 0.8)) and flagged[1]["allowed"] == pytest.approx(_cp_high(400, 1000, 0.8))
+
+
+def test_one_run_p_value_at_the_edges() -> None:
+    """No correct guess: p = 1. One right of r: 1 - (1 - p)^r. A delta term too large caps the bound at 1."""
+    assert one_run.p_value(10, 5, 0, 1.0, 0.1) == 1.0
+    p = 1 / (1 + math.exp(-1.0))
+    assert one_run.p_value(10, 5, 1, 1.0, 0.0) == pytest.approx(1 - (1 - p) ** 5, rel=1e-12)
+    assert one_run.p_value(10, 5, 3, 1.0, 0.5) == 1.0
+    with pytest.raises(ValueError, match=r"^need 0 <= v <= r <= m, got v=6, r=5, m=10$"):
+        one_run.p_value(10, 5, 6, 1.0, 0.0)
+
+
+def test_per_point_variance_is_each_points_own_from_two_observations_on() -> None:
+    """Point A: 0 and 2 (variance 2, one degree of freedom); B: 0, 0, 3 (variance 3); C: one value, the pool 8/3."""
+    from pipeline.attacks.lira import gaussian_fit
+
+    values = np.array([[0.0, 0.0, 7.0], [2.0, 0.0, 0.0], [9.0, 3.0, 0.0]])
+    mask = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 0]])
+    mean, std = gaussian_fit(values, mask, fixed_variance=False)
+    np.testing.assert_allclose(mean, [1.0, 1.0, 7.0])
+    np.testing.assert_allclose(std, np.sqrt([2.0, 3.0, 8 / 3]))
+    with pytest.raises(ValueError, match="^estimating a variance needs at least two reference models on some point$"):
+        gaussian_fit(values, np.eye(3, dtype=bool), fixed_variance=True)
+
+
+def test_online_lira_is_the_log_ratio_of_the_in_and_out_gaussians() -> None:
+    """One point, four references: IN 1 and 3 (mean 2, variance 2), OUT -1 and 0 (mean -0.5, variance 0.5)."""
+    from scipy.stats import norm
+
+    from pipeline.attacks.lira import lira_online_scores
+
+    refs = np.array([[1.0], [3.0], [-1.0], [0.0]])
+    keep = np.array([[1], [1], [0], [0]])  # 0/1, as a saved keep matrix may be
+    got = lira_online_scores(np.array([0.7]), refs, keep, fixed_variance=False)
+    expected = norm.logpdf(0.7, 2.0, np.sqrt(2.0)) - norm.logpdf(0.7, -0.5, np.sqrt(0.5))
+    assert got == pytest.approx([expected], rel=1e-12)
+    message = "^online LiRA needs at least one IN and one OUT reference model for every point$"
+    for no_in_or_out in (np.array([[0, 1], [0, 1]]), np.array([[1, 1], [0, 1]])):
+        with pytest.raises(ValueError, match=message):
+            lira_online_scores(np.zeros(2), np.zeros((2, 2)), no_in_or_out, True)
+
+
+def test_leave_one_out_scores_hide_the_pseudo_target_and_drop_unscorable_points() -> None:
+    from pipeline.attacks.statistics import pseudo_target_scores
+
+    keep = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]])  # 0/1 as saved
+    seen = []
+
+    def score(own: np.ndarray, values: np.ndarray, out: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        seen.append((out.copy(), inside.copy()))
+        return np.where(np.arange(3) == 2, np.nan, own)  # the third point cannot be scored
+
+    values = np.arange(12.0).reshape(4, 3)
+    result = pseudo_target_scores(values, keep, np.array([5, 6, 7]), score)
+    for k, (out, inside) in enumerate(seen):
+        assert not out[k].any() and not inside[k].any()
+        others = np.arange(4) != k
+        assert (out[others] == (keep[others] == 0)).all() and (inside[others] == (keep[others] == 1)).all()
+    assert result.scores.tolist() == [0.0, 1.0, 3.0, 4.0, 6.0, 7.0, 9.0, 10.0]
+    assert result.is_member.tolist() == [True, False, False, True, True, True, False, False]
+    assert result.labels.tolist() == [5, 6] * 4
+
+
+def test_unknown_canary_kind_and_mislabeled_canaries_keep_float32() -> None:
+    from pipeline.canaries.records import make_canaries
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.types import Dataset
+
+    dataset = Dataset(np.zeros((5, 2), np.float32), np.arange(5) % 2, 2, "toy")
+    x, _ = make_canaries("mislabeled", 3, dataset, np.arange(5), np.random.default_rng(0))
+    assert x.dtype == np.float32
+    with pytest.raises(PipelineError, match="^canaries.kind must be one of ood, mislabeled, got 'noise'$"):
+        make_canaries("noise", 3, dataset, np.arange(5), np.random.default_rng(0))
