@@ -263,7 +263,11 @@ def _fake_training(jobs: list[TrainingJob], n_classes: int = 3):
     def train(job: TrainingJob) -> DefendedModels:
         jobs.append(job)
         k = len(job.keep)
-        return DefendedModels(lambda x: np.zeros((k, len(x), n_classes), np.float32), lambda i: None, {}, {"dp_epsilon": 1.0})
+
+        def observe(x: np.ndarray) -> np.ndarray:  # the first features as logits: labels move with perturbations
+            return np.broadcast_to(x[:, :n_classes], (k, len(x), n_classes)).astype(np.float32)
+
+        return DefendedModels(observe, lambda i: None, {}, {"dp_epsilon": 1.0})
 
     return train
 
@@ -282,7 +286,12 @@ def test_attacker_masks_stay_disjoint_and_every_shard_gets_its_own_seed(n_models
     compute = ComputeParams(shard_size=shard_size)
     for tag, train_set in (("reference", train_reference), ("shadows", train_shadows)):
         jobs: list[TrainingJob] = []
-        train_set(dataset, splits, ModelSet(None, None, _fake_training(jobs), n_models, 7, tag, compute))
+        out = train_set(dataset, splits, ModelSet(None, None, _fake_training(jobs), n_models, 7, tag, compute))
+        if tag == "shadows":  # label robustness of every shadow on the pool's perturbed copies, reproducibly
+            robustness = out[2].robustness
+            assert robustness.shape[1:] == (n_models, 120) and 0 < robustness.mean() < 1
+            again = train_set(dataset, splits, ModelSet(None, None, _fake_training([]), n_models, 7, tag, compute))
+            assert np.array_equal(again[2].robustness, robustness)
         keep = np.concatenate([job.keep for job in jobs])
         defender = np.concatenate([job.defender for job in jobs])
         assert len(jobs) == -(-n_models // shard_size)
@@ -295,6 +304,22 @@ def test_attacker_masks_stay_disjoint_and_every_shard_gets_its_own_seed(n_models
             assert not keep[:, 40:].any() and not defender[:, :40].any()  # defender data from the pool only
         else:
             assert (keep.sum(axis=0) <= n_models // 2).all()
+    small_pool = Splits(idx[:20], idx[20:40], idx[40:60], idx[60:80], idx[80:100])  # the pool is exactly the defender data
+    jobs = []
+    train_reference(dataset, small_pool, ModelSet(None, None, _fake_training(jobs), 2, 7, "reference", compute))
+    assert np.concatenate([job.defender for job in jobs])[:, 40:].all()  # every pool point is eligible, the first too
+
+
+def test_the_ray_backend_gets_the_task_the_shared_data_every_shard_and_the_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import ComputeParams
+    from pipeline.training import compute
+
+    calls = []
+    monkeypatch.setattr(compute, "_on_ray", lambda *args: calls.append(args) or ["done"])
+    settings = ComputeParams(backend="ray")
+    task = object()
+    assert compute.run_shards(task, "shared", [1, 2], settings, "reference") == ["done"]
+    assert calls == [(task, "shared", [1, 2], settings, "reference")]
 
 
 # --------------------------------------------------------------------------
