@@ -310,6 +310,21 @@ def test_attacker_masks_stay_disjoint_and_every_shard_gets_its_own_seed(n_models
     assert np.concatenate([job.defender for job in jobs])[:, 40:].all()  # every pool point is eligible, the first too
 
 
+def test_attacker_model_sets_of_one_seed_but_different_tags_are_independent() -> None:
+    """Shadows of two defenses share the run's seed: their tags must keep their keep draws and training seeds apart."""
+    from pipeline.core.types import Dataset, Splits
+    from pipeline.training.attacker import ModelSet, train_shadows
+
+    rng = np.random.default_rng(1)
+    dataset = Dataset(rng.normal(size=(120, 4)).astype(np.float32), rng.integers(0, 3, 120), 3, "synthetic")
+    splits = Splits(np.arange(10), np.arange(10, 20), np.arange(20, 30), np.arange(30, 110), np.arange(110, 120))
+    jobs: dict[str, list[TrainingJob]] = {"shadows-a": [], "shadows-b": []}
+    for tag, recorded in jobs.items():
+        train_shadows(dataset, splits, ModelSet(None, None, _fake_training(recorded), 4, 7, tag))
+    a, b = jobs["shadows-a"][0], jobs["shadows-b"][0]
+    assert a.seed != b.seed and not np.array_equal(a.keep, b.keep)
+
+
 def test_the_ray_backend_gets_the_task_the_shared_data_every_shard_and_the_label(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.config import ComputeParams
     from pipeline.training import compute
