@@ -99,7 +99,7 @@ def diff_of(name: str) -> str:
     """The mutant's unified diff against the original function."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    return get_diff_for_mutant(name)
+    return get_diff_for_mutant(name, path=module_of(name).replace(".", "/") + ".py")
 
 
 def changed_lines(diff: str, sign: str = "+") -> list[str]:

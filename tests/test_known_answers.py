@@ -414,16 +414,16 @@ def test_rmia_keeps_the_first_a_of_the_grid_when_every_a_ties() -> None:
 def test_headline_summary_names_the_shadow_choice_and_the_post_hoc_maxima() -> None:
     rng = np.random.default_rng(7)
     weak, strong = _scores(rng.normal(0.3, 1, 400), rng.normal(0, 1, 400)), _scores(rng.normal(2, 1, 400), rng.normal(0, 1, 400))
-    results = {"chosen": AttackResult("chosen", weak, strong), "lucky": AttackResult("lucky", strong, weak)}
+    results = {"chosen": AttackResult("chosen", weak, strong), "a_lucky": AttackResult("a_lucky", strong, weak)}  # not first by name
     audit = Audit(results, evaluate_all(results, seed=0, n_resamples=10))
     rows = audit.metrics_dict()
     summary = headline_summary(audit, rows, "auc")
     assert set(summary) == {"attack", "chosen_by", "shadow_objective", "metrics", "epsilon_lb_95", "epsilon_lb_any_attack", "optimistic"}
     assert summary["attack"] == "chosen" and summary["chosen_by"] == "auc on shadow data"
     assert summary["metrics"] == rows["chosen"] and summary["shadow_objective"] == rows["chosen"]["shadow_auc"]
-    assert summary["epsilon_lb_any_attack"] == {"attack": "lucky", "value": rows["lucky"]["epsilon_lb"]}
+    assert summary["epsilon_lb_any_attack"] == {"attack": "a_lucky", "value": rows["a_lucky"]["epsilon_lb"]}
     for key in ("auc", "tpr_at_1pct_fpr", "tpr_at_lowest_fpr"):
-        assert summary["optimistic"][key] == {"attack": "lucky", "value": rows["lucky"][key]}
+        assert summary["optimistic"][key] == {"attack": "a_lucky", "value": rows["a_lucky"][key]}
     tpr_summary = headline_summary(audit, rows, "tpr_at_1pct_fpr")
     assert tpr_summary["shadow_objective"] == rows["chosen"]["shadow_tpr_at_1pct_fpr"]
     nothing = {name: {**row, "epsilon_lb": 0.0} for name, row in rows.items()}
@@ -450,6 +450,10 @@ def test_run_attacks_evaluates_every_enabled_attack_at_the_targets_delta() -> No
     params = attack_params({"enabled": ["loss_threshold", "metric_confidence"]})
     audit = run_attacks(data, params, seed=1, delta=0.05)
     assert list(audit.results) == ["loss_threshold", "metric_confidence"] and audit.delta == 0.05
+    assert run_attacks(data, params, seed=1).delta == 0.0  # an undefended target: no delta
+    seeded = attack_params({"enabled": ["ml_leaks"], "shadow_classifier": {"classifier": "logistic_regression"}})
+    first, again = run_attacks(data, seeded, seed=1), run_attacks(data, seeded, seed=1)  # a random attack reproduces
+    assert np.array_equal(first.results["ml_leaks"].target.scores, again.results["ml_leaks"].target.scores)
     expected = evaluate_all(audit.results, 1, delta=0.05)
     for name in audit.results:
         assert audit.metrics[name] == expected[name]
@@ -543,6 +547,8 @@ def test_class_dependent_scores_fall_back_to_the_global_threshold_for_a_one_labe
     per_class, fallback = class_thresholds(confidence(shadow.logits, labels), keep, labels)
     assert set(per_class) == {0} and per_class[0] == pytest.approx(0.7)
     np.testing.assert_allclose(result.target.scores, [0.95 - per_class[0], 0.72 - fallback], atol=1e-6)
+    thresholds = np.where(labels == 0, per_class[0], fallback)
+    np.testing.assert_allclose(result.calibration.scores, [0.9, 0.6, 0.8, 0.5, 0.7, 0.75] - thresholds, atol=1e-6)
 
 
 def test_local_shards_run_in_order_and_report_their_progress(capsys: pytest.CaptureFixture[str]) -> None:
@@ -696,7 +702,7 @@ def test_online_lira_is_the_log_ratio_of_the_in_and_out_gaussians() -> None:
     expected = norm.logpdf(0.7, 2.0, np.sqrt(2.0)) - norm.logpdf(0.7, -0.5, np.sqrt(0.5))
     assert got == pytest.approx([expected], rel=1e-12)
     message = "^online LiRA needs at least one IN and one OUT reference model for every point$"
-    for no_in_or_out in (np.array([[0, 1], [0, 1]]), np.array([[1, 1], [0, 1]])):
+    for no_in_or_out in (np.array([[0, 1], [0, 0]]), np.array([[1, 1], [0, 1]])):  # point 0 never IN; point 1 never OUT
         with pytest.raises(ValueError, match=message):
             lira_online_scores(np.zeros(2), np.zeros((2, 2)), no_in_or_out, True)
 
