@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--min-score", type=float, default=90.0)
     parser.add_argument("--equivalent", nargs=2, metavar=("ID", "REASON"), help="record a surviving mutant as equivalent")
-    parser.add_argument("only", nargs="*", help="mutant-name globs to run instead of the targets (with --keep)")
+    parser.add_argument("only", nargs="*", help="mutant-name globs: run only these (with --keep: only these of the not killed)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))  # mutmut reads pyproject.toml from the working directory
@@ -159,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     globs = mutant_globs(tomllib.loads(TARGETS.read_text()), args.sample)
     run_globs = args.only or globs
     started = time.monotonic()
-    if not args.report_only:
-        if not args.keep:
-            shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-        elif not args.only and (ROOT / "mutants").is_dir():  # rerun only what was not killed (and what is new)
-            done = results(globs)
-            run_globs = [name for name, state in done.items() if state not in KILLED or state == "timeout"] or run_globs
+    if args.keep and (ROOT / "mutants").is_dir():  # rerun only what was not killed (and what is new), of `only` if given
+        wanted = [name for name, state in results(globs).items() if state not in KILLED or state == "timeout"]
+        run_globs = [name for name in wanted if not args.only or any(fnmatch.fnmatchcase(name, g) for g in args.only)]
+    elif not args.keep and not args.report_only:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    if not args.report_only and run_globs:
         mutmut = Path(sys.executable).parent / "mutmut"
         with tempfile.NamedTemporaryFile("w", suffix=".log", prefix="mutmut-run-", delete=False) as out:
             code = subprocess.call([str(mutmut), "run", "--max-children", str(args.jobs), *run_globs], stdout=out, stderr=out)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stale.append(f"{eq.id} ({'killed now' if status[eq.id] in KILLED else 'its line changed'})")
     by_class = Counter()
-    for name in sorted(n for n, s in status.items() if s not in KILLED and n not in excluded):
+    for name in sorted(n for n, s in status.items() if s not in KILLED | {"not checked"} and n not in excluded):
         diff = diff_of(name)
         for pattern in classes:
             if pattern.matches(name, diff):
@@ -196,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{module:42} {killed:7} {survived:9} {n_excluded:9} {total:6}")
     survivors = sorted(n for n, s in status.items() if s not in KILLED and n not in excluded)
     for name in survivors:
-        print(f"\n--- survived ({status[name]}): {name}")
-        print(diff_of(name))
+        if status[name] != "not checked":
+            print(f"\n--- survived ({status[name]}): {name}")
+            print(diff_of(name))
+    unchecked = sum(status[name] == "not checked" for name in survivors)
+    if unchecked:
+        print(f"\n{unchecked} mutants not run yet (counted as survived): make mutate MUTATE_ARGS=--keep runs them")
     for reason, count in by_class.most_common():
         print(f"excluded by class ({count}): {reason}")
     for entry in stale:
