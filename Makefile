@@ -46,7 +46,7 @@ lint: setup
 
 # Mutation testing (docs/mutation-testing.md): mutmut on the functions that compute reported
 # numbers (mutation/targets.toml), each mutant against the fast tests that run its function;
-# prints the score and every survivor, fails below 90%. Not run by CI: it takes hours on 2 cores.
+# prints the score and every survivor, fails below 90%. Not run by CI: about 2 hours on 2 cores.
 # `make mutate-sample` scores the measures modules only; MUTATE_ARGS=--keep reuses mutants/.
 mutate: setup
 	$(BIN)/python mutation/run.py --jobs $(JOBS) $(MUTATE_ARGS)

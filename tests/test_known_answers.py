@@ -110,6 +110,8 @@ def test_bootstrap_interval_has_the_binomial_quantiles_of_its_level() -> None:
         tail = (1 - confidence) / 2
         exact_low, exact_high = binom.ppf(tail, n, 0.5) / n, binom.ppf(1 - tail, n, 0.5) / n
         assert abs(low - exact_low) < 2.5 / n and abs(high - exact_high) < 2.5 / n, (confidence, low, high)
+    low, high = bootstrap_intervals(scores, is_member, {}, seed=0, n_resamples=101, confidence=0.0)["auc"]
+    assert low == high  # a 0% interval is the median alone
 
 
 def test_bootstrap_tpr_interval_covers_the_true_rate_at_its_level() -> None:
@@ -738,3 +740,20 @@ def test_unknown_canary_kind_and_mislabeled_canaries_keep_float32() -> None:
     assert x.dtype == np.float32
     with pytest.raises(PipelineError, match="^canaries.kind must be one of ood, mislabeled, got 'noise'$"):
         make_canaries("noise", 3, dataset, np.arange(5), np.random.default_rng(0))
+
+
+def test_a_target_score_on_the_threshold_is_called_a_member() -> None:
+    """Calibration 2 (member) and 1 (non-member): threshold 1.5. Target members 1.5 and 3, non-members 1.5 and 0."""
+    m = evaluate(AttackResult("a", _scores([1.5, 3.0], [1.5, 0.0]), _scores([2.0], [1.0])), n_resamples=10)
+    assert m.threshold == 1.5 and m.ppv == 2 / 3 and m.balanced_accuracy == 0.75
+
+
+def test_intervals_are_asked_at_the_false_positive_counts_of_each_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """n = 1000 non-members: 1% is 10 false positives, 0.1% is 1, 0.01% is none; the lowest FPR is 1."""
+    from pipeline.measures import roc as roc_module
+
+    asked = {}
+    monkeypatch.setattr(roc_module, "bootstrap_intervals", lambda s, y, counts, seed, n: asked.update(counts) or {})
+    rng = np.random.default_rng(3)
+    evaluate(AttackResult("a", _scores(rng.normal(1, 1, 50), rng.normal(0, 1, 1000)), _scores([1.0], [0.0])))
+    assert asked == {"tpr_at_1pct_fpr": 10, "tpr_at_0.1pct_fpr": 1, "tpr_at_lowest_fpr": 1}
