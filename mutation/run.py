@@ -201,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             print(diff_of(name))
     unchecked = sum(status[name] == "not checked" for name in survivors)
     if unchecked:
-        print(f"\n{unchecked} mutants not run yet (counted as survived): make mutate MUTATE_ARGS=--keep runs them")
+        run_only = {n: s for n, s in status.items() if s != "not checked"}
+        _, run_score = score_table(run_only, excluded & set(run_only))
+        print(f"\n{unchecked} mutants not run yet (counted as survived): make mutate MUTATE_ARGS=--keep runs them; "
+              f"the score of the {len(run_only)} run is {run_score:.1f}%")
     for reason, count in by_class.most_common():
         print(f"excluded by class ({count}): {reason}")
     for entry in stale:
