@@ -89,7 +89,12 @@ def results(globs: list[str]) -> dict[str, str]:
 
     out = {}
     for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
-        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+        try:
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+        except json.JSONDecodeError:  # being rewritten by a run in progress: read it again
+            time.sleep(1)
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+        for name, code in codes.items():
             if any(fnmatch.fnmatchcase(name, g) for g in globs):
                 out[name] = status_by_exit_code[code]
     return out

@@ -15,6 +15,7 @@ from scipy.stats import beta, binom
 
 from pipeline.attacks.audit import Audit, dp_violation_counts, evaluate_all, headline_epsilon_bound, headline_summary
 from pipeline.canaries.audit import CanaryRun, CanarySet, audit_run, audit_summary, score_run
+from pipeline.core.seeding import derive_seed
 from pipeline.core.types import AttackResult, AttackScores
 from pipeline.defenses.base import DefendedModels, TrainingJob
 from pipeline.measures import one_run
@@ -247,7 +248,7 @@ def test_black_box_canary_score_is_the_log_probability_of_each_canarys_label() -
     gradient = (np.array([0.25, -1.5], np.float32), np.array([1, 0]))  # white-box scores and coins as a trainer returns them
     run = score_run(released, job, canaries, gradient)
     white, coins = run.scores["white_box"]
-    assert white.dtype == np.float64 and white.tolist() == [0.25, -1.5] and coins.tolist() == [True, False]
+    assert white.dtype == np.float64 and white.tolist() == [0.25, -1.5] and coins.dtype == bool and coins.tolist() == [True, False]
     scores, included = run.scores["black_box"]
     expected = [logits[0, i, c] - logits[0, i].max() - np.log(np.exp(logits[0, i] - logits[0, i].max()).sum()) for i, c in enumerate(canaries.y)]
     np.testing.assert_allclose(scores, expected, rtol=1e-12)
@@ -274,7 +275,7 @@ def _fake_training(jobs: list[TrainingJob], n_classes: int = 3):
     return train
 
 
-@pytest.mark.parametrize("n_models, shard_size", [(64, 16), (8, 3), (6, 6)])
+@pytest.mark.parametrize("n_models, shard_size", [(64, 16), (8, 3), (4, 2), (6, 6)])
 def test_attacker_masks_stay_disjoint_and_every_shard_gets_its_own_seed(n_models: int, shard_size: int) -> None:
     from pipeline.config import ComputeParams
     from pipeline.core.types import Dataset, Splits
@@ -289,6 +290,12 @@ def test_attacker_masks_stay_disjoint_and_every_shard_gets_its_own_seed(n_models
     for tag, train_set in (("reference", train_reference), ("shadows", train_shadows)):
         jobs: list[TrainingJob] = []
         out = train_set(dataset, splits, ModelSet(None, None, _fake_training(jobs), n_models, 7, tag, compute))
+        signals = out[0] if tag == "shadows" else out
+        scored = splits.shadow_pool if tag == "shadows" else splits.candidates
+        assert signals.logits.shape == (n_models, len(scored), 3) and np.array_equal(signals.index, scored)
+        assert np.array_equal(signals.labels, dataset.y[scored]) and signals.keep.shape == (n_models, len(scored))
+        if len(jobs) == 1:  # one shard trains with the set's own seed, whatever the shard size
+            assert jobs[0].seed == derive_seed(7, tag, "train")
         if tag == "shadows":  # label robustness of every shadow on the pool's perturbed copies, reproducibly
             robustness = out[2].robustness
             assert robustness.shape[1:] == (n_models, 120) and 0 < robustness.mean() < 1
@@ -757,3 +764,16 @@ def test_intervals_are_asked_at_the_false_positive_counts_of_each_level(monkeypa
     rng = np.random.default_rng(3)
     evaluate(AttackResult("a", _scores(rng.normal(1, 1, 50), rng.normal(0, 1, 1000)), _scores([1.0], [0.0])))
     assert asked == {"tpr_at_1pct_fpr": 10, "tpr_at_0.1pct_fpr": 1, "tpr_at_lowest_fpr": 1}
+
+
+def test_the_bound_rule_is_chosen_at_the_targets_delta() -> None:
+    """Threshold 3: TPR 0.5, FPR 0.02; threshold 2: TPR 0.95, FPR 0.4 (TNR 0.6, FNR 0.05). At delta 0 the members'
+    side at 3 is best; at delta 0.4 it shows nothing, and the non-members' side at 2 is the bound."""
+    from pipeline.measures.bounds import calibrated_bound
+
+    scores = _scores(np.r_[np.full(500, 3.0), np.full(450, 2.0), np.zeros(50)], np.r_[np.full(10, 3.0), np.full(190, 2.0), np.zeros(300)])
+    curve = roc(scores.scores, scores.is_member)
+    at_zero = math.log(_cp_low(500, 1000, 0.95) / _cp_high(10, 500, 0.95))
+    assert calibrated_bound(curve, scores.scores, scores.is_member) == pytest.approx(at_zero, rel=1e-9)
+    at_delta = math.log((_cp_low(300, 500, 0.95) - 0.4) / _cp_high(50, 1000, 0.95))
+    assert calibrated_bound(curve, scores.scores, scores.is_member, delta=0.4) == pytest.approx(at_delta, rel=1e-9)
