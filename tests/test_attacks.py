@@ -623,3 +623,24 @@ def test_rmia_tuning_returns_the_best_a_on_its_grid(tune_for):
         value[a] = roc_auc_score(scores.is_member, scores.scores) if tune_for == "auc" else tpr_at_fpr(curve, 0.01)
     assert max(value.values()) - min(value.values()) > 0.005  # the choice matters on this data
     assert value[chosen] == max(value.values())
+
+
+def test_rmia_run_tunes_a_for_the_objective_asked_for():
+    """On this data the two objectives pick different values of a: the run's calibration is the asked one's."""
+    data = make_input(n_shadows=8)
+    logp = log_true_prob(data.shadow.logits, data.shadow.labels)
+    chosen = {}
+    for tune_for in ("auc", "tpr_at_1pct_fpr"):
+        chosen[tune_for], scores = tune_offline_a(logp, data.shadow.keep, data.shadow.labels, 1.0, tune_for)
+        result = get_attack("rmia_offline")(data, params(tune_for=tune_for), 0)
+        np.testing.assert_array_equal(result.calibration.scores, scores.scores)
+    assert chosen["auc"] != chosen["tpr_at_1pct_fpr"]  # the case tells the objectives apart
+
+
+@pytest.mark.parametrize("name", ["lira_offline", "lira_online"])
+def test_lira_variance_setting_reaches_target_and_calibration_scores(name):
+    data = make_input()
+    pooled = get_attack(name)(data, params(lira={"fixed_variance": True}), 0)
+    per_point = get_attack(name)(data, params(lira={"fixed_variance": False}), 0)
+    assert not np.allclose(pooled.target.scores, per_point.target.scores)
+    assert not np.allclose(pooled.calibration.scores, per_point.calibration.scores)

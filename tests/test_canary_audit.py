@@ -152,3 +152,20 @@ def test_a_bound_above_the_accounted_epsilon_is_flagged_loudly() -> None:
     }  # fmt: skip
     assert "WARNING" in "\n".join(dp_section({"dp_sgd": row | {"canary_audit": leaky}}))
     assert "WARNING" not in "\n".join(dp_section({"dp_sgd": row | {"canary_audit": honest}}))
+
+
+@pytest.mark.parametrize("q", [1.0, 0.25])
+def test_gradient_canary_evidence_is_the_one_step_likelihood_ratio(q: float) -> None:
+    """log(1 - q + q exp((y - 1/2) / sigma^2)) - log(1 - q) for y = observed / C; linear in y when q = 1."""
+    from types import SimpleNamespace
+
+    from pipeline.core.tf_runtime import tf
+    from pipeline.defenses.dp_sgd import DpTrainer
+
+    sigma, clip = 2.0, 0.5
+    observed = np.array([[-1.0, 0.0, 0.3, 2.0]], np.float32)
+    fake = SimpleNamespace(dp=SimpleNamespace(noise_multiplier=sigma, sampling_rate=q, clip_norm=clip))
+    got = DpTrainer.dirac_evidence(fake, tf.constant(observed)).numpy()
+    a = (observed.astype(np.float64) / clip - 0.5) / sigma**2
+    expected = a if q == 1.0 else np.log1p(q * np.expm1(a)) - np.log1p(-q)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -288,3 +288,34 @@ def test_a_model_with_a_registered_custom_loss_loads_once_its_file_is_named(tmp_
     assert "target.custom_objects" in message and "register_keras_serializable" in message and "built-in loss" in message
     model = load_model_file(saved, "data/raw/model.keras", custom_objects=objects)
     assert model.get_compile_config()["loss"]["config"].endswith("halved_cross_entropy")
+
+
+# --------------------------------------------------------------------------
+# A user's own trained model with non-zero biases: the released logits are its last layer's pre-activation
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_released_logits_of_a_trained_model_with_biases_are_its_pre_activations(separate: bool) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    last = [keras.layers.Dense(3), keras.layers.Activation("softmax")] if separate else [keras.layers.Dense(3, activation="softmax")]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), *last])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    for start in range(0, 40, 8):  # one epoch of Keras's own training step
+        model.train_on_batch(x[start : start + 8], y[start : start + 8])
+    w1, b1, w2, b2 = (np.asarray(w, np.float64) for w in model.get_weights())
+    assert np.abs(b1).min() > 0 and np.abs(b2).min() > 0  # training moved every bias off zero
+    expected = np.maximum(x @ w1 + b1, 0.0) @ w2 + b2
+    logits = released_logits(model, x)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), model(x, training=False), atol=1e-6)
+
+
+def test_released_logits_of_one_sigmoid_unit_with_a_bias_are_zero_and_its_pre_activation() -> None:
+    x = np.array([[1.0, 2.0], [-1.0, 0.5]], np.float32)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.set_weights([np.array([[0.5], [-1.0]], np.float32), np.array([0.75], np.float32)])
+    np.testing.assert_allclose(released_logits(model, x), [[0.0, 0.5 - 2.0 + 0.75], [0.0, -0.5 - 0.5 + 0.75]], atol=1e-6)
