@@ -27,15 +27,17 @@ run: setup
 	$(BIN)/dvc repro
 	@$(BIN)/python -m pipeline.tools.show
 
-# The whole suite on every core (a test file's tests share one worker, so they share its
-# pipeline runs), then the CNN tests once under each of TensorFlow's CPU kernel sets:
-# oneDNN's and the default Eigen ones, whichever this CPU turns on by default.
+# The whole suite on every core, then the CNN tests once under each of TensorFlow's CPU
+# kernel sets: oneDNN's and the default Eigen ones, whichever this CPU turns on by default.
+# A test file's tests share one worker (and its module fixtures); tests/conftest.py orders
+# the files so the shared pipeline runs (tests/scenarios.py) start first.
+XDIST := -n $(JOBS) --dist loadfile --no-loadscope-reorder
 test: setup
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
+	$(BIN)/python -m pytest -q $(XDIST)
 	$(MAKE) --no-print-directory test-kernels
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m 'not slow'
+	$(BIN)/python -m pytest -q $(XDIST) -m 'not slow'
 
 KERNEL_TESTS := tests/test_stack.py tests/test_dp_sgd.py tests/test_user_model.py -k cnn
 test-kernels: setup

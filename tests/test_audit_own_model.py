@@ -6,8 +6,10 @@ layers, so its copies train one by one, not batched), saves it as a
 the rows that trained it, and runs the pipeline on them. The audited
 outputs must be exactly the file's outputs on exactly the given features,
 the members exactly the marked rows, and the attacks must tell members
-from non-members better than chance. Bad inputs fail `prepare` with one
-line each.
+from non-members better than chance. Bad inputs, each on its own copy of
+that run, fail `prepare` with one line and change no metric; among them a
+run defense that would have to retrain the model's architecture, which
+the batched trainer cannot rebuild.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scenarios import Sandbox
 
-from pipeline.tools.sandbox import PROJECT, make_sandbox
+from pipeline.tools.sandbox import PROJECT
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +64,12 @@ model.save({str(path)!r})
 
 
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, np.ndarray, np.ndarray]:
-    root = tmp_path_factory.mktemp("own-model")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sandbox, subprocess.CompletedProcess, np.ndarray, np.ndarray]:
+    """The scenario: a CSV and a model trained on its marked rows, committed in a fresh sandbox, then `dvc repro`.
+
+    Read only: the tests that change anything work on a copy.
+    """
+    root = tmp_path_factory.mktemp("own-model") / "repo"
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["data"].update(
         {"dataset": "csv", "path": "data/raw/table.csv", "member_column": "member",
@@ -73,22 +80,18 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, np.nd
     params["attack"]["shadow_classifier"]["epochs"] = 2
     params["defense"].update({"run": ["memguard"], "adaptive": False})
     params["canaries"].update({"n": 100, "guesses": [20, 50, 100], "defenses": []})
-    env = make_sandbox(root, yaml.safe_dump(params, sort_keys=False))
+    params["recipe_audit"].update({"n_models": 8, "n_canaries": 26, "dp_baseline": []})  # DP-SGD retrains: not this model
+    box = Sandbox.create(root, yaml.safe_dump(params, sort_keys=False))
     (root / "data/raw").mkdir(parents=True, exist_ok=True)
     x, y, trained = _table(root)
     _train_model(x[trained], y[trained], root / "data/raw/model.keras")
-    for args in (["git", "add", "-A"], ["git", "commit", "-qm", "the model to audit"]):
-        subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
-    return root, {**env, "PIPELINE_CHECK_PARAMS": "1"}, x, trained
+    box.commit("the model to audit")
+    return box, box.repro(check=False), x, trained
 
 
-def _run(args: list[str], root: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-
-
-def test_dvc_repro_audits_exactly_the_given_model(audited: tuple[Path, dict, np.ndarray, np.ndarray]) -> None:
-    root, env, x, trained = audited
-    result = _run(["dvc", "repro"], root, env)
+def test_dvc_repro_audits_exactly_the_given_model(audited: tuple[Sandbox, subprocess.CompletedProcess, np.ndarray, np.ndarray]) -> None:
+    box, result, x, trained = audited
+    root = box.root
     assert result.returncode == 0, result.stdout + result.stderr
     prepared = json.loads((root / "metrics/prepare.json").read_text())
     assert (prepared["n_members"], prepared["n_nonmembers"]) == (N_TRAINED, N_TRAINED)
@@ -120,15 +123,11 @@ def test_dvc_repro_audits_exactly_the_given_model(audited: tuple[Path, dict, np.
     assert "the target is the given model `data/raw/model.keras`" in (root / "reports/report.md").read_text()
 
 
-def _prepare_with(root: Path, env: dict, change: dict) -> subprocess.CompletedProcess:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, values in change.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        return _run([sys.executable, "-m", "pipeline.stages.prepare"], root, env)
-    finally:
-        subprocess.run(["git", "checkout", "params.yaml"], cwd=root, env=env, check=True)
+def _prepare_with(box: Sandbox, change: dict) -> subprocess.CompletedProcess:
+    """Stage prepare on the changed params, after stage validate (which must pass) recorded what they require."""
+    box.set_params(change)
+    box.python("-m", "pipeline.stages.validate")
+    return box.python("-m", "pipeline.stages.prepare", check=False)
 
 
 BAD = [
@@ -137,14 +136,16 @@ BAD = [
     ("labels out of range", {"data": {"path": "data/raw/more_classes.csv"}}, "labels hold 5 classes"),
     ("marker not 0/1", {"data": {"path": "data/raw/bad_marker.csv"}}, "data.member_column: data/raw/bad_marker.csv column 'member' row 3 holds 'maybe'"),
     ("index out of range", {"data": {"member_column": None, "member_index": "data/raw/rows.txt"}}, "line 2 names row 900"),
+    ("a defense that retrains it", {"defense": {"run": ["dropout"]}}, "defense.run: dropout: these defenses retrain the model with the project's batched trainer"),
 ]
 
 
 @pytest.mark.parametrize("case, change, message", BAD, ids=[case for case, _, _ in BAD])
 def test_bad_inputs_fail_prepare_with_one_line(
-    audited: tuple[Path, dict, np.ndarray, np.ndarray], case: str, change: dict, message: str
+    audited: tuple[Sandbox, subprocess.CompletedProcess, np.ndarray, np.ndarray], tmp_path: Path, case: str, change: dict, message: str
 ) -> None:
-    root, env, _, _ = audited
+    box = audited[0].copy(tmp_path / "repo")
+    root = box.root
     table = (root / "data/raw/table.csv").read_text().splitlines()
     (root / "data/raw/notes.keras").write_text("my notes")
     (root / "data/raw/narrow.csv").write_text("\n".join(",".join(line.split(",")[1:]) for line in table) + "\n")
@@ -157,7 +158,7 @@ def test_bad_inputs_fail_prepare_with_one_line(
     (root / "data/raw/bad_marker.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
     (root / "data/raw/rows.txt").write_text("0\n900\n")
     before = sorted((path, path.read_bytes()) for path in (root / "metrics").rglob("*.json"))
-    result = _prepare_with(root, env, change)
+    result = _prepare_with(box, change)
     assert result.returncode == 1, result.stdout + result.stderr
     assert sorted((path, path.read_bytes()) for path in (root / "metrics").rglob("*.json")) == before
     assert result.stderr.strip().count("\n") == 0, result.stderr

@@ -1,6 +1,6 @@
 """Presets: each file of overrides validates on params.yaml and becomes exact `dvc exp run -S` arguments.
 
-The "tiny" preset itself runs as a real `dvc exp run` in tests/test_end_to_end.py.
+The "tiny" preset itself runs as a real `dvc exp run` in tests/scenarios.py (scenario `tiny`).
 """
 
 from __future__ import annotations

@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from scenarios import Sandbox, ran_stages
 
-from pipeline.tools.presets import applied, overrides
 from pipeline.tools.ray_cluster import private_network
-from pipeline.tools.sandbox import PROJECT, make_sandbox
+from pipeline.tools.sandbox import PROJECT
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +35,21 @@ def _digests(root: Path, names: tuple[str, ...]) -> dict[str, str]:
     return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in names}
 
 
-def test_ray_shards_give_the_local_backends_signals_and_metrics_bit_for_bit(tmp_path: Path) -> None:
-    params = applied(yaml.safe_load((PROJECT / "params.yaml").read_text()), overrides("tiny", PROJECT / "presets"))
-    params["compute"]["shard_size"] = 2  # 4 shadow models: two shards
-    env = make_sandbox(tmp_path, yaml.safe_dump(params, sort_keys=False))
+def test_ray_shards_give_the_local_backends_signals_and_metrics_bit_for_bit(tiny_copy: Sandbox) -> None:
+    """On a copy of scenario `tiny` (tests/scenarios.py): its 4 shadow models in two shards, locally, then on Ray."""
+    box = tiny_copy
+    box.set_params({"compute": {"shard_size": 2}})  # 4 shadow models: two shards
     outputs = ("data/shadows/signals.npz", "metrics/shadows.json")  # logits, labels kept, robustness; accuracies
-    local = subprocess.run(["dvc", "repro", "train_shadows"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert local.returncode == 0, local.stderr
+    local = box.repro("train_shadows")
+    assert ran_stages(local.stdout) == {"validate", "train_shadows"}  # the prepared data come from the scenario
     assert "ray" not in local.stderr.lower()  # the local backend never touches Ray
-    expected = _digests(tmp_path, outputs)
-    params["compute"]["backend"] = "ray"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = _in_cluster(["dvc", "repro", "train_shadows"], tmp_path, env)
+    expected = _digests(box.root, outputs)
+    box.set_params({"compute": {"backend": "ray"}})
+    result = _in_cluster(["dvc", "repro", "train_shadows"], box.root, box.env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Running stage 'train_shadows'" in result.stdout and "Running stage 'prepare'" not in result.stdout
     assert "shadows (Ray): 1/2 shards done" in result.stderr and "shadows (Ray): 2/2 shards done" in result.stderr
-    assert _digests(tmp_path, outputs) == expected
+    assert _digests(box.root, outputs) == expected
 
 
 def test_lost_workers_are_retried_and_failing_shards_are_one_line(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ end-to-end test runs every stage with unread declared params made an error.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -36,7 +37,8 @@ def static_closure(module: str) -> set[str]:
     return imports.static_closure(PROJECT, module)
 
 
-def runtime_imports(module: str) -> tuple[set[str], bool]:
+@functools.cache  # one fresh interpreter per stage module, whichever tests ask
+def runtime_imports(module: str) -> tuple[frozenset[str], bool]:
     """Project files a fresh interpreter has loaded after importing `module`, and whether TensorFlow was."""
     code = (
         "import json, sys, importlib; importlib.import_module(sys.argv[1]); "
@@ -46,7 +48,7 @@ def runtime_imports(module: str) -> tuple[set[str], bool]:
     out = subprocess.run([sys.executable, "-c", code, module], cwd=PROJECT, capture_output=True, text=True, check=True)
     files, tf = json.loads(out.stdout.splitlines()[-1])
     root = str(PROJECT) + "/"
-    return {f[len(root) :] for f in files if f.startswith(root + "pipeline/")}, tf
+    return frozenset(f[len(root) :] for f in files if f.startswith(root + "pipeline/")), tf
 
 
 def declared_code(deps: list[str]) -> set[str]:
@@ -134,3 +136,18 @@ def test_a_defense_fingerprint_covers_its_whole_closure_and_changes_with_it(tmp_
     assert set(record["code"]) == static_closure("pipeline.defenses.regularization")
     assert "pipeline/defenses/regularization.py" in record["code"] and "pipeline/stack/trainer.py" in record["code"]
     assert "pipeline/defenses/dp_sgd/trainer.py" not in record["code"]  # another defense's code: not a dependency
+
+
+def test_prepare_needs_the_defense_list_only_for_a_given_model() -> None:
+    """Stage validate lists the defenses needing the batched trainer only with target.model: else adding one never reruns prepare."""
+    from pipeline.checks import check
+    from pipeline.config import parse_params
+    from pipeline.stages.validate import requirements
+
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    nothing = {"defense.run": [], "recipe_audit.dp_baseline": []}
+    assert requirements(check(parse_params(raw))) == {"defenses_needing_the_batched_trainer": nothing}
+    raw["target"]["model"], raw["data"]["member_column"] = "data/raw/model.keras", "member"
+    listed = requirements(check(parse_params(raw)))["defenses_needing_the_batched_trainer"]
+    assert "dropout" in listed["defense.run"] and "memguard" not in listed["defense.run"]
+    assert listed["recipe_audit.dp_baseline"] == raw["recipe_audit"]["dp_baseline"]

@@ -1,4 +1,4 @@
-"""A tiny `dvc repro` logging to a real `mlflow server` on a throwaway PostgreSQL cluster.
+"""`dvc repro` logging to a real `mlflow server` on a throwaway PostgreSQL cluster.
 
 The server proxies artifacts: the pipeline talks HTTP only, and the summary
 run's files land under the server's artifacts folder. Runs, nested stage
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
+from scenarios import Sandbox, attack_stages, ran_stages
 
 from pipeline.core.processes import pid_alive
-from pipeline.tools.presets import applied, overrides
-from pipeline.tools.sandbox import PROJECT, make_sandbox
 from pipeline.tools.tracking_server import (
     postgres_bin,
     postgres_cluster,
@@ -27,25 +24,6 @@ from pipeline.tools.tracking_server import (
 )
 
 pytestmark = pytest.mark.slow
-
-SMALLER = {  # on top of the tiny preset: one defense, no adaptive models, shorter training
-    "defense.run": ["memguard"],
-    "canaries.defenses": [],
-    "defense.adaptive": False,
-    "target.epochs": 5,
-    "attack.shadow_classifier.classifier": "logistic_regression",
-}
-STAGES = {
-    "prepare", "train_target", "train_shadows", "train_reference", "build_attack_dataset", "train_attack",
-    "defend@memguard", "attack_defense@memguard", "audit_canaries", "report",
-}  # fmt: skip
-
-
-def _tiny_params() -> str:
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    flat = {**overrides("tiny", PROJECT / "presets"), **SMALLER}
-    return yaml.safe_dump(applied(params, flat), sort_keys=False)
-
 
 def _refuses(port: int) -> bool:
     try:
@@ -63,17 +41,25 @@ def _group_gone(pid: int) -> bool:
     return False
 
 
-def test_the_pipeline_logs_to_a_team_server_on_postgresql(tmp_path: Path) -> None:
+def test_the_pipeline_logs_to_a_team_server_on_postgresql(trimmed_copy: Sandbox, tmp_path: Path) -> None:
+    """Scenario `trimmed`'s copy, its target retrained and an attack setting changed, logging to the server.
+
+    `dvc repro -f -s train_target` retrains the target alone (byte for byte
+    the same outputs, so nothing downstream is stale), logging its run and
+    model; then a changed `attack.rmia.gamma` reruns the attack stages and
+    the report, which nests every run it finds on the server.
+    """
     import mlflow
 
     if postgres_bin() is None:
         if os.environ.get("CI"):
             pytest.fail("Debian's postgresql is missing; .ci/run installs it")
         pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
-    root, artifacts = tmp_path / "project", tmp_path / "artifacts"
-    root.mkdir()
+    box = trimmed_copy
+    artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    env = make_sandbox(root, _tiny_params())
+    (box.root / "mlflow.db").unlink()
+    box.set_params({"attack": {"rmia": {"gamma": 2.5}}})
     # The cluster folder sits directly under the system temp folder: under root, PostgreSQL runs
     # as the `postgres` user, which cannot enter pytest's private tmp_path.
     with (
@@ -81,12 +67,11 @@ def test_the_pipeline_logs_to_a_team_server_on_postgresql(tmp_path: Path) -> Non
         postgres_cluster(Path(cluster)) as db,
         tracking_server(db.uri, artifacts, tmp_path / "mlflow-server.log") as server,
     ):
-        repro = subprocess.run(
-            ["dvc", "repro"], cwd=root, env={**env, "MLFLOW_TRACKING_URI": server.url},
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert repro.returncode == 0, f"{repro.stdout}\n{repro.stderr}"
-        assert not (root / "mlflow.db").exists()  # nothing went to the embedded store
+        env = {**box.env, "MLFLOW_TRACKING_URI": server.url}
+        assert ran_stages(box.run("dvc", "repro", "-f", "-s", "train_target", env=env).stdout) == {"train_target"}
+        attacks = attack_stages(box.params())
+        assert ran_stages(box.run("dvc", "repro", env=env).stdout) == {"validate", *attacks, "report"}
+        assert not (box.root / "mlflow.db").exists()  # nothing went to the embedded store
 
         client = mlflow.MlflowClient(tracking_uri=server.url)
         experiment = client.get_experiment_by_name("membership-inference")
@@ -95,7 +80,7 @@ def test_the_pipeline_logs_to_a_team_server_on_postgresql(tmp_path: Path) -> Non
         assert summary.info.status == "FINISHED"
         assert summary.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied, not a client-side path
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary.info.run_id]
-        assert {r.data.tags["stage"] for r in children} == STAGES - {"report"}
+        assert {r.data.tags["stage"] for r in children} == attacks | {"train_target"}
         assert all(r.info.status == "FINISHED" for r in children)
         contexts = {t.value for d in summary.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
         assert contexts == {"members", "non-members", "test", "attacker pool", "defender reference"}

@@ -88,7 +88,7 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, p: Settings, seed: int) -> Predictor:
         activation="relu",
         solver="adam",
         alpha=0.0,
-        batch_size=p.batch_size,
+        batch_size=min(p.batch_size, len(x)),  # scikit-learn would clip it too, with a warning each fit
         learning_rate_init=p.learning_rate,
         max_iter=p.epochs,
         shuffle=True,

@@ -36,6 +36,8 @@ from pipeline.core.timings import spent
 
 PARENT_TAG = "mlflow.parentRunId"
 PID_TAG, HOST_TAG = "pid", "host"
+NOTE_TAG = "mlflow.note.content"  # the run description the UI shows at the top of the run page
+STAGE_RUNS_TAG, STAGE_RUNS_FILE = "stage_runs", "stage_runs.json"
 # MLflow 3's experiment kind: "custom_model_development" makes the UI treat the
 # experiment as classic model training rather than a GenAI app.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -68,14 +70,35 @@ def _git_commit(root: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def _store_lock(root: Path) -> contextlib.AbstractContextManager:
+    """A lock held while a stage opens the SQLite store, else nothing.
+
+    Queued experiments (`dvc exp run --run-all --jobs 2`) start their first
+    stages together: on a new store, two processes creating its tables at
+    once make one fail (`duplicate column name`), and two creating the
+    experiment make one fail. A tracking server handles its own writers.
+    """
+    uri = tracking_uri(root)
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri.removeprefix("sqlite:///") + ".lock")
+
+
 def _connect(experiment: str, root: Path) -> str:
     """Point MLflow at the store and return the experiment's id, creating it once as a model-training experiment.
 
     An experiment created earlier without the kind tag gets it here.
     """
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
+    with _store_lock(root):
+        return _open_experiment(experiment, root)
+
+
+def _open_experiment(experiment: str, root: Path) -> str:
     import mlflow
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     mlflow.set_tracking_uri(tracking_uri(root))
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
@@ -108,6 +131,13 @@ class StageRun:
 
         with spent("tracking"):
             mlflow.log_params({k: str(v) for k, v in params.items()})
+
+    def describe(self, markdown: str) -> None:
+        """The run's description: the Markdown block the UI shows first on the run's page."""
+        import mlflow
+
+        with spent("tracking"):
+            mlflow.MlflowClient().set_tag(self.run_id, NOTE_TAG, markdown)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Log the numeric entries; None ("not measurable") is left out, not logged as 0."""
@@ -278,10 +308,13 @@ def register_model(run_id: str, name: str, tags: dict[str, str]) -> str:
 
 
 def nest_stage_runs(summary_run_id: str, stage_runs: dict[str, str]) -> dict[str, str]:
-    """Hang each stage run that has no parent yet under the summary run.
+    """Hang each stage run that has no parent yet under the summary run, and record the links in one place.
 
     Runs of stages DVC skipped already belong to an earlier summary; they
-    are linked by tag only. Returns stage -> "ran" or "cached".
+    are linked only by the summary's `stage_runs.json` artifact (stage ->
+    run id and status) and its one `stage_runs` tag, which counts them, so
+    the run page's tags stay readable. Returns stage -> "ran", "cached" or
+    "missing".
     """
     import mlflow
 
@@ -298,7 +331,9 @@ def nest_stage_runs(summary_run_id: str, stage_runs: dict[str, str]) -> dict[str
         else:
             client.set_tag(run_id, PARENT_TAG, summary_run_id)
             status[stage] = "ran"
-        key = stage.replace("@", ":")  # MLflow tag names may not contain '@'
-        client.set_tag(summary_run_id, f"stage_run.{key}", run_id)
-        client.set_tag(summary_run_id, f"stage_status.{key}", status[stage])
+    links = {stage: {"run_id": run_id, "status": status[stage]} for stage, run_id in stage_runs.items()}
+    client.log_dict(summary_run_id, links, STAGE_RUNS_FILE)
+    counts = {state: list(status.values()).count(state) for state in ("ran", "cached", "missing")}
+    summary = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+    client.set_tag(summary_run_id, STAGE_RUNS_TAG, f"{len(status)} stage runs: {summary} (see {STAGE_RUNS_FILE})")
     return status

@@ -155,11 +155,12 @@ def figure(comparison: dict[str, Any]) -> plt.Figure:
 
 
 def canary_leakage(comparison: dict[str, Any]) -> dict[str, float | None]:
-    """Each recipe's canary leakage (the headline attack at the comparison's FPR), keyed `<recipe>.canary_<metric>`."""
+    """Each recipe's canary leakage: the headline attack's TPR on the canaries at the comparison's FPR (its
+    `leakage_metric`, the lowest FPR the canaries measure), by recipe; empty when no FPR is measurable."""
     key, head = comparison["leakage_metric"], comparison["headline_attack"]
     if key is None:
         return {}
-    return {f"{name}.canary_{key}": row["attacks"][head]["canaries"][key]["value"] for name, row in comparison["recipes"].items()}
+    return {name: row["attacks"][head]["canaries"][key]["value"] for name, row in comparison["recipes"].items()}
 
 
 def summary_metrics(comparison: dict[str, Any]) -> dict[str, float | None]:

@@ -44,17 +44,15 @@ def headline_metrics(table: dict[str, dict[str, Any]]) -> dict[str, float | None
 
 
 def dvc_summary(table: dict[str, dict[str, Any]], recipes: dict[str, float | None]) -> dict[str, Any]:
-    """The few figures DVC shows as metrics (`dvc exp show`): per target its test accuracy and headline attack's
-    AUC and TPR at 1% FPR, and per recipe of the recipe audit its canary leakage (`recipes`)."""
-    targets = {
-        name: {
-            "test_accuracy": row["test_accuracy"],
-            "headline_auc": row["headline"]["metrics"]["auc"],
-            "headline_tpr_at_1pct_fpr": row["headline"]["metrics"].get("tpr_at_1pct_fpr"),
-        }
-        for name, row in table.items()
+    """The few figures DVC shows as metrics (`dvc exp show`), grouped by figure so each column name is short:
+    `accuracy.<target>` (test accuracy), `auc.<target>` and `tpr_1pct.<target>` (the headline attack's AUC and
+    TPR at 1% FPR), `canary_leak.<recipe>` (the recipe audit's canary leakage, `recipes`)."""
+    return {
+        "accuracy": {name: row["test_accuracy"] for name, row in table.items()},
+        "auc": {name: row["headline"]["metrics"]["auc"] for name, row in table.items()},
+        "tpr_1pct": {name: row["headline"]["metrics"].get("tpr_at_1pct_fpr") for name, row in table.items()},
+        "canary_leak": recipes,
     }
-    return {"targets": targets, "recipes": recipes}
 
 
 def audit_tags(row: dict[str, Any]) -> dict[str, str]:

@@ -27,10 +27,12 @@ from pipeline.stages.trained_models import load_defense, target_design
 PARAMS = ("seed", "target", "recipe_audit.n_models", "recipe_audit.n_canaries", "mlflow.experiment")
 
 
-def run(params: ScopedParams, name: str | None) -> None:
+def run(params: ScopedParams, name: str | None, dp_baseline: bool = False) -> None:
+    """Train one recipe's models: the undefended training (`name` None), a defense of defense.run, or a DP-SGD
+    setting of recipe_audit.dp_baseline (`dp_baseline`, which only names the stage: recipe_dp@<name>)."""
     recipe_name = name or "undefended"
     train = train_undefended if name is None else load_defense(name).train  # settings: data/validated/defenses
-    stage = "recipe_undefended" if name is None else f"recipe@{name}"
+    stage = "recipe_undefended" if name is None else f"recipe_dp@{name}" if dp_baseline else f"recipe@{name}"
     with tracked(stage, params, run_file=RUNS / f"recipe-{recipe_name}.json") as run_log:
         dataset, splits = load_prepared()
         architecture, recipe = target_design(dataset, params.target)
@@ -57,6 +59,9 @@ def run(params: ScopedParams, name: str | None) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
-        sys.exit("usage: python -m pipeline.stages.recipe [defense name]")
-    main(lambda params: run(params, sys.argv[1] if len(sys.argv) == 2 else None), PARAMS)
+    arguments = sys.argv[1:]
+    baseline = arguments[:1] == ["--dp-baseline"]
+    names = arguments[1:] if baseline else arguments
+    if len(names) > 1 or (baseline and not names):
+        sys.exit("usage: python -m pipeline.stages.recipe [--dp-baseline] [defense name]")
+    main(lambda params: run(params, names[0] if names else None, baseline), PARAMS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import flatten
 from pipeline.core.io import (
@@ -29,6 +30,7 @@ from pipeline.core.types import AttackScores
 from pipeline.measures.roc import most_exposed
 from pipeline.measures.roc_grid import parse_roc_csv
 from pipeline.reporting import recipes as recipe_report
+from pipeline.reporting.description import run_description
 from pipeline.reporting.figures import (
     canary_figure,
     highlighted_attacks,
@@ -107,11 +109,22 @@ def _save_figure(figure: object, path: Path) -> bytes:
     return buffer.getvalue()
 
 
+def effective_params(params: ScopedParams, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Every param, flattened, as the run used it: a given model's member and non-member counts come from its
+    member column (prepare's sizes), not from `data.n_members` and `data.n_nonmembers`, which it ignores."""
+    logged = flatten(params.whole_file())
+    if sizes.get("audited_model"):
+        for role in ("members", "nonmembers"):
+            logged[f"data.n_{role}"] = sizes[f"n_{role}"]
+    return logged
+
+
 def run(params: ScopedParams) -> None:
     from pipeline.core.tracking import nest_stage_runs
 
+    sizes = read_json(METRICS / "prepare.json")
     with tracked(
-        "report", params, SUMMARY_RUN, _summary_name(), {"summary": "true"}, logged=flatten(params.whole_file())
+        "report", params, SUMMARY_RUN, _summary_name(), {"summary": "true"}, logged=effective_params(params, sizes)
     ) as run_log:
         targets = ["undefended", *params.defense.run]
         utility = {"undefended": read_json(METRICS / "target.json")}
@@ -125,7 +138,6 @@ def run(params: ScopedParams) -> None:
             name: read_json(METRICS / "canaries" / f"{name}.json") for name in ["undefended", *params.canaries.defenses]
         }
         table = build_table(utility, attacks, headlines, canaries)
-        sizes = read_json(METRICS / "prepare.json")
         exposed_by = headlines["undefended"]["attack"]
         context = {
             "dataset": params.data.dataset,
@@ -160,6 +172,7 @@ def run(params: ScopedParams) -> None:
         }
         write_text(REPORTS / "report.html", html_page(text, figures, "Membership-inference audit"))
 
+        run_log.describe(run_description(table, recipe_report.answer(comparison)))
         run_log.log_metrics(headline_metrics(table) | recipe_report.summary_metrics(comparison))
         run_log.log_table(attack_rows(table), "attacks_table.json")
         dataset, splits = load_prepared()

@@ -102,7 +102,7 @@ def run(params: ScopedParams, defense: str | None) -> None:
         )  # fmt: skip
         delta = target.dp_guarantee[1] if target.dp_guarantee else 0.0
         attack = attack_params(params.attack)
-        print(f"attacks on the {target.name} target:")
+        print(f"attacks on the {target.name} target:", flush=True)  # progress, as the fits start
         overrides = chosen_families(data, attack, params.seed, target.family_choices)
         audit = run_attacks(data, attack, params.seed, delta, overrides)
         metrics = record_audit(target.name, audit, data, run_log, target.metrics, target.scores, target.dp_guarantee)

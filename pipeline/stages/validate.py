@@ -6,9 +6,10 @@ first whenever either changes, and a wrong key or value anywhere stops
 writes what later stages need from the check, and nothing else, so it
 reruns often but reruns nothing downstream unless that changed:
 
-- `data/validated/requirements.json`: which run defenses must retrain
-  the target's architecture with the batched trainer (prepare refuses
-  them at once for a user's model the trainer cannot rebuild);
+- `data/validated/requirements.json`: with a given model (`target.model`),
+  which run defenses must retrain its architecture with the batched
+  trainer (prepare refuses them at once for a model the trainer cannot
+  rebuild);
 - `data/validated/defenses/<name>.json` for each defense in
   `defense.run`: its class, its validated settings and the fingerprint of
   its code. The defense's stages read it instead of the registry, so
@@ -32,8 +33,15 @@ PARAMS = ()  # it reads the whole file, a declared dependency of its own (deps: 
 
 
 def requirements(checked: CheckedParams) -> dict[str, dict[str, list[str]]]:
-    """What the run's settings require of the data and the model, for the prepare stage."""
-    return {"defenses_needing_the_batched_trainer": checked.needing_batched_trainer()}
+    """What the run's settings require of a given model (`target.model`), for the prepare stage.
+
+    Only a given model can be one the batched trainer cannot rebuild, so
+    without one nothing is listed: adding or dropping a defense then leaves
+    this file as it was and never reruns prepare.
+    """
+    needing = checked.needing_batched_trainer()
+    given = checked.params.target.model is not None
+    return {"defenses_needing_the_batched_trainer": needing if given else {key: [] for key in needing}}
 
 
 def defense_record(name: str, entry: str, settings: object) -> dict[str, object]:

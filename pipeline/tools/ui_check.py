@@ -1,6 +1,6 @@
 """Look at the MLflow UI as a person does: a real `mlflow ui` server and headless Chromium.
 
-Used by the browser test (`tests/test_end_to_end.py`) and by
+Used by the browser test (`tests/test_e2e_mlflow_ui.py`) and by
 `docs/screenshots.py`, which makes the screenshots of docs/operations.md. Needs
 Debian's `chromium` and `chromium-driver` (`.ci/run` installs them) and
 the `selenium` package (the `dev` extra). The server binds to 127.0.0.1
@@ -119,6 +119,12 @@ def expand_summary(driver: Any, shows: str, index: int = 0) -> str:
     name = driver.find_elements("xpath", "//*[@role='gridcell']//*[starts-with(normalize-space(text()), 'summary')]")[index]
     cell = name.find_element("xpath", "./ancestor::*[@role='gridcell'][1]")
     cell.find_element("css selector", "button").click()  # the row's expander comes first in the cell
+    return wait_for_text(driver, shows)
+
+
+def open_run_overview(driver: Any, base: str, experiment_id: str, run_id: str, shows: str) -> str:
+    """A run's page as it opens (Overview tab), once it shows `shows`; returns the page text."""
+    driver.get(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
     return wait_for_text(driver, shows)
 
 
