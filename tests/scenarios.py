@@ -9,17 +9,17 @@ order. Their steps, all in this file:
 
 - `tiny`: the project's params.yaml, then the tiny preset as one DVC
   experiment, `python -m pipeline.tools.presets run tiny -n tiny` (every
-  stage; defenses dropout, dp_sgd and memguard; canary audits of the
+  stage; defenses dropout and dp_sgd; canary audits of the
   undefended and the DP-SGD target), committed.
 - `trimmed`: a copy of `tiny`, then (1) dp_sgd dropped from the run
-  (`defense.run: [dropout, memguard]`, `canaries.defenses: []`) and
+  (`defense.run: [dropout]`, `canaries.defenses: []`) and
   `dvc repro`, which reruns only `validate`, `recipe_attack` and the
   report (its output is the scenario's log); then (2) the shadow classifier's family fixed
   (`attack.shadow_classifier.classifier: logistic_regression`) and
   `dvc repro` (validate, the attack stages, the report); committed. Tests
-  that rerun the attack stages start here: two defenses' attacks and one
-  classifier family run the same stages and code as three defenses and
-  the family search (which `tiny` runs), in a third of the time.
+  that rerun the attack stages start here: one defense's attacks and one
+  classifier family run the same stages and code as two defenses and
+  the family search (which `tiny` runs), in a fraction of the time.
 
 Every stage runs with `PIPELINE_CHECK_PARAMS` set, so a param listed in
 dvc.yaml but never read fails it.
@@ -45,7 +45,7 @@ from filelock import FileLock
 from pipeline.tools.sandbox import PROJECT, make_sandbox, sandbox_env
 
 TINY_PRESET = yaml.safe_load((PROJECT / "presets/tiny.yaml").read_text())
-TRIMMED_RUN = {"defense": {"run": ["dropout", "memguard"]}, "canaries": {"defenses": []}}
+TRIMMED_RUN = {"defense": {"run": ["dropout"]}, "canaries": {"defenses": []}}
 ONE_CLASSIFIER = {"attack": {"shadow_classifier": {"classifier": "logistic_regression"}}}
 CHECKED = {"PIPELINE_CHECK_PARAMS": "1"}  # a stage fails if dvc.yaml lists a param it never reads
 STDERR_MARK = "\n--- stderr ---\n"  # a scenario's log: the run's output, then its error stream

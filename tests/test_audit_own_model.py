@@ -80,7 +80,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sandbox, subproce
     params["attack"]["shadow_classifier"]["epochs"] = 2
     params["defense"].update({"run": ["memguard"], "adaptive": False})
     params["canaries"].update({"n": 100, "guesses": [20, 50, 100], "defenses": []})
-    params["recipe_audit"].update({"n_models": 8, "n_canaries": 26, "dp_baseline": []})  # DP-SGD retrains: not this model
+    params["recipe_audit"].update({"n_models": 4, "n_canaries": 26, "dp_baseline": []})  # DP-SGD retrains: not this model
     box = Sandbox.create(root, yaml.safe_dump(params, sort_keys=False))
     (root / "data/raw").mkdir(parents=True, exist_ok=True)
     x, y, trained = _table(root)

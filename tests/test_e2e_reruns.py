@@ -10,7 +10,7 @@ downstream unless what it records changed.
 from __future__ import annotations
 
 import pytest
-from scenarios import Built, Sandbox, attack_stages, ran_stages
+from scenarios import Built, Sandbox, ran_stages
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +20,6 @@ def test_a_second_repro_reruns_nothing(tiny_copy: Sandbox) -> None:
     before = len(box.runs())
     assert ran_stages(box.repro().stdout) == set()
     assert len(box.runs()) == before
-
-
-def test_an_attack_parameter_reruns_only_attack_stages(trimmed_copy: Sandbox) -> None:
-    box = trimmed_copy
-    box.set_params({"attack": {"rmia": {"gamma": 2.0}}})
-    assert ran_stages(box.repro().stdout) == {"validate", *attack_stages(box.params()), "report"}
 
 
 def test_changing_one_defense_reruns_only_its_stages_and_the_report(trimmed_copy: Sandbox) -> None:
@@ -58,12 +52,17 @@ def test_registering_models_reruns_only_the_report_and_tags_each_version(tiny_co
 
 
 def test_same_params_give_the_same_metrics(trimmed_copy: Sandbox) -> None:
-    """Forced reruns of training and attacks reproduce the metrics exactly."""
+    """A forced rerun of a defense's training reproduces its outputs exactly: nothing downstream is stale.
+
+    The same holds, in other tests, for the target's training (the
+    tracking-server test forces `train_target`, then only what its change
+    reads reruns) and for the shadows and the attacks (a killed stage's
+    rerun gives the metrics it had).
+    """
     box = trimmed_copy
     before = box.metrics()
-    box.repro("-f", "-s", "train_target")
-    box.repro("-f", "-s", "defend@dropout")
-    box.repro("-f", "-s", "train_attack")
+    assert ran_stages(box.repro("-f", "-s", "defend@dropout").stdout) == {"defend@dropout"}
+    assert box.status() == {}
     assert box.metrics() == before
 
 
@@ -73,4 +72,4 @@ def test_a_removed_defense_no_longer_shows(trimmed: Built) -> None:
     assert ran_stages(trimmed.log) == {"validate", "recipe_attack", "report"}  # the recipe comparison, without it
     assert "dp_sgd" not in box.run("dvc", "metrics", "show").stdout
     assert "dp_sgd" not in box.run("dvc", "plots", "show", "--json").stdout
-    assert list(box.read_json("metrics/report.json")) == ["undefended", "dropout", "memguard"]
+    assert list(box.read_json("metrics/report.json")) == ["undefended", "dropout"]

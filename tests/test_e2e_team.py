@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from scenarios import Sandbox, attack_stages, ran_stages
+from scenarios import Sandbox, ran_stages
 
 pytestmark = pytest.mark.slow
 
@@ -72,37 +72,36 @@ def test_queued_experiments_log_to_the_project_store_without_mlflow_tracking_uri
 
     Each experiment runs in a temporary copy under `.dvc/tmp/exps` that DVC
     deletes afterwards; with no MLFLOW_TRACKING_URI, its runs still land in
-    the project's own mlflow.db (and artifacts), and it restores the trained
-    models from the cache, rerunning only the attack stages and the report.
-    The store does not exist yet, as in a fresh clone: both workers' first
-    stages open it at once, and neither may fail creating it.
+    the project's own mlflow.db (and artifacts), and it restores every
+    model and attack from the cache, rerunning only what its change reads:
+    the recipe comparison's accuracy tolerance reruns `recipe_attack` and
+    the report. The store does not exist yet, as in a fresh clone: both
+    workers' first stages open it at once, and neither may fail creating it.
     """
     import mlflow
 
     box = trimmed_copy
     shell = {key: value for key, value in box.env.items() if key != "MLFLOW_TRACKING_URI"}
     (box.root / "mlflow.db").unlink()
-    before: set[str] = set()
-    gammas = {"gamma-1-5": 1.5, "gamma-3": 3.0}
+    tolerances = {"tolerance-2pct": 0.02, "tolerance-5pct": 0.05}
     try:
-        for name, gamma in gammas.items():
-            box.run("dvc", "exp", "run", "--queue", "-S", f"attack.rmia.gamma={gamma}", "-n", name, env=shell)
+        for name, tolerance in tolerances.items():
+            box.run("dvc", "exp", "run", "--queue", "-S", f"recipe_audit.accuracy_tolerance={tolerance}", "-n", name, env=shell)
         box.run("dvc", "queue", "start", "--jobs", "2", env=shell)
-        assert _queue_finished(box, shell, set(gammas)) == dict.fromkeys(gammas, "Success")
+        assert _queue_finished(box, shell, set(tolerances)) == dict.fromkeys(tolerances, "Success")
     except BaseException:  # workers exit once the queue is empty; on a failure, stop them here
         box.run("dvc", "queue", "stop", "--kill", env=shell, check=False)
         raise
-    assert set(gammas) <= set(box.run("dvc", "exp", "list", "--name-only", env=shell).stdout.split())
+    assert set(tolerances) <= set(box.run("dvc", "exp", "list", "--name-only", env=shell).stdout.split())
 
-    attacks = attack_stages(box.params())
-    new = [r for r in box.runs() if r.info.run_id not in before]
-    summaries = {r.data.tags.get("dvc_experiment"): r for r in new if r.data.tags.get("summary") == "true"}
-    assert set(summaries) == set(gammas) and len(new) == len(gammas) * (len(attacks) + 1)
+    runs = box.runs()
+    summaries = {r.data.tags.get("dvc_experiment"): r for r in runs if r.data.tags.get("summary") == "true"}
+    assert set(summaries) == set(tolerances) and len(runs) == 2 * len(tolerances)
     client = mlflow.MlflowClient(tracking_uri=box.store)
     for name, summary in summaries.items():
         assert summary.info.status == "FINISHED"
-        assert float(summary.data.params["attack.rmia.gamma"]) == gammas[name]
+        assert float(summary.data.params["recipe_audit.accuracy_tolerance"]) == tolerances[name]
         assert "report.html" in {a.path for a in client.list_artifacts(summary.info.run_id)}
-        children = {r.data.tags["stage"] for r in new if r.data.tags.get("mlflow.parentRunId") == summary.info.run_id}
-        assert children == attacks
-        assert ran_stages(box.run("dvc", "queue", "logs", name, env=shell).stdout) == attacks | {"validate", "report"}
+        children = {r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == summary.info.run_id}
+        assert children == {"recipe_attack"}
+        assert ran_stages(box.run("dvc", "queue", "logs", name, env=shell).stdout) == {"validate", "recipe_attack", "report"}

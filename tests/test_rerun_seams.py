@@ -92,7 +92,7 @@ def test_a_comment_in_a_reporting_module_reruns_only_the_report(trimmed_copy: Sa
     assert ran == {"report"}
 
 
-def test_a_new_attack_reruns_only_validate_the_attack_stages_and_the_report(trimmed_copy: Sandbox) -> None:
+def test_a_new_attack_and_an_attack_setting_rerun_only_validate_the_attack_stages_and_the_report(trimmed_copy: Sandbox) -> None:
     box = trimmed_copy
     (box.root / "pipeline/attacks/scaled_loss.py").write_text(NEW_ATTACK)
     _add_registry_line(
@@ -101,8 +101,9 @@ def test_a_new_attack_reruns_only_validate_the_attack_stages_and_the_report(trim
         '    "scaled_loss": "pipeline.attacks.scaled_loss:run",',
     )  # fmt: skip
     enabled = [*box.params()["attack"]["enabled"], "scaled_loss"]
-    box.set_params({"attack": {"enabled": enabled, "scaled_loss": {"scale": 2.0}}})
-    expected = {"validate", *attack_stages(box.params()) - {"recipe_attack"}, "report"}  # the recipe audit: LiRA, RMIA
+    # with an existing attack's setting changed too, which the recipe audit's RMIA reads: every attack stage reruns
+    box.set_params({"attack": {"enabled": enabled, "scaled_loss": {"scale": 2.0}, "rmia": {"gamma": 2.0}}})
+    expected = {"validate", *attack_stages(box.params()), "report"}
     pending, ran = _status_then_repro(box)
     assert not {stage for stage in pending if is_training_stage(stage)}, pending
     assert pending == expected
