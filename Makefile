@@ -6,10 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UI_PORT ?= 5000
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-# pytest workers: one more than the cores, since the slow tests spend part of their time
-# waiting on the pipeline's subprocesses, servers and browser (measured: 2 workers kept
-# 2 cores 87% busy)
-WORKERS ?= $(shell echo $$(($(JOBS) + 1)))
 
 # Stage commands call `python`/`dvc` from the project's environment, and
 # every run (queued DVC experiments too) logs to this project's store.
@@ -35,7 +31,7 @@ run: setup
 # kernel sets: oneDNN's and the default Eigen ones, whichever this CPU turns on by default.
 # A test file's tests share one worker (and its module fixtures); tests/conftest.py orders
 # the files so the shared pipeline runs (tests/scenarios.py) start first.
-XDIST := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+XDIST := -n $(JOBS) --dist loadfile --no-loadscope-reorder
 test: setup
 	$(BIN)/python -m pytest -q $(XDIST)
 	$(MAKE) --no-print-directory test-kernels

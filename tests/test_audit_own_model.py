@@ -121,6 +121,8 @@ def test_dvc_repro_audits_exactly_the_given_model(audited: tuple[Sandbox, subpro
     target = json.loads((root / "metrics/target.json").read_text())
     assert target["train_accuracy"] == 1.0 and target["generalization_gap"] > 0.05  # overfitted, as intended
     assert "the target is the given model `data/raw/model.keras`" in (root / "reports/report.md").read_text()
+    (summary,) = box.summaries()  # the MLflow summary logs the counts the audit used, not the ignored params
+    assert summary.data.params["data.n_members"] == summary.data.params["data.n_nonmembers"] == str(N_TRAINED)
 
 
 def _prepare_with(box: Sandbox, change: dict) -> subprocess.CompletedProcess:

@@ -110,8 +110,8 @@ def _save_figure(figure: object, path: Path) -> bytes:
 
 
 def effective_params(params: ScopedParams, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Every param, flattened, as the run used it: a given model's member and non-member counts come from its
-    member column (prepare's sizes), not from `data.n_members` and `data.n_nonmembers`, which it ignores."""
+    """Every param, flattened, as the run used it: with a given model, `data.n_members` is its member column's
+    count (prepare's sizes), not the params value it ignores, and `data.n_nonmembers` is logged beside it."""
     logged = flatten(params.whole_file())
     if sizes.get("audited_model"):
         for role in ("members", "nonmembers"):
