@@ -75,6 +75,15 @@ def test_every_stage_writes_its_metrics_and_the_report_its_table(tiny: Built) ->
     assert "accuracy.undefended" in shown and "auc.dropout" in shown
 
 
+def test_the_printed_summary_has_every_target_and_the_recipe_audits_answer(tiny: Built) -> None:
+    """What `make run` prints after `dvc repro` (`python -m pipeline.tools.show`)."""
+    box = tiny.sandbox
+    printed = box.python("-m", "pipeline.tools.show").stdout
+    rows = [line.split()[0] for line in printed.splitlines()[2:] if line.strip()]
+    assert rows[: 1 + len(box.params()["defense"]["run"])] == ["undefended", *box.params()["defense"]["run"]]
+    assert "Does dropout reduce leakage?" in printed and "paired difference" in printed
+
+
 def test_the_readmes_dvc_exp_show_commands_fit_a_terminal(tiny: Built) -> None:
     """Each `dvc exp show` line of the README, run as written: one figure's columns, one per target or recipe."""
     commands = [line.split("  #")[0] for line in (PROJECT / "README.md").read_text().splitlines() if line.startswith("dvc exp show ")]

@@ -1,17 +1,21 @@
 """Print the results table of the last run and how to open the MLflow UI.
 
-Run by `make run` after `dvc repro`; reads `metrics/report.json`, and
-`metrics/prepare.json` for the CSV columns one-hot encoded.
+Run by `make run` after `dvc repro`; reads `metrics/report.json`,
+`metrics/prepare.json` for the CSV columns one-hot encoded, and
+`metrics/recipes.json` for the recipe audit's answer: does dropout reduce
+leakage here?
 """
 
 from __future__ import annotations
 
 import sys
+import textwrap
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import read_json
 from pipeline.datasets.tabular import one_hot_summary
 from pipeline.reporting.cells import with_interval
+from pipeline.reporting.recipes import answer
 
 COPY_MARGIN = 0.05  # a retrained copy's canary bound is shown only within this much test accuracy of the model
 
@@ -56,12 +60,14 @@ def main() -> None:
         table = read_json("metrics/report.json")
         prepared = read_json("metrics/prepare.json")
         one_hot = prepared.get("one_hot_encoded")
+        comparison = read_json("metrics/recipes.json")
     except PipelineError as error:
         sys.exit(f"error: {error}")
     print()
     print(table_text(table, prepared.get("audited_model")))
     if one_hot:
         print(f"\none-hot encoded CSV columns: {one_hot_summary(one_hot)}")
+    print("\n" + textwrap.fill(answer(comparison).replace("**", ""), width=110))
     print("\nheadline attack: chosen on shadow data before looking at the target; n/m = not measurable")
     print("canary eps: the one-run canary audit's epsilon lower bound (95%), beside the accountant's for DP")
     if prepared.get("audited_model"):
