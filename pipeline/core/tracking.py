@@ -36,7 +36,7 @@ from pipeline.core.timings import spent
 
 PARENT_TAG = "mlflow.parentRunId"
 PID_TAG, HOST_TAG = "pid", "host"
-NOTE_TAG = "mlflow.note.content"  # the run description the UI shows at the top of the run page
+NOTE_TAG = "mlflow.note.content"  # the run's description, a Markdown block on its page in the UI
 STAGE_RUNS_TAG, STAGE_RUNS_FILE = "stage_runs", "stage_runs.json"
 # MLflow 3's experiment kind: "custom_model_development" makes the UI treat the
 # experiment as classic model training rather than a GenAI app.
@@ -73,7 +73,7 @@ def _git_commit(root: Path) -> str:
 def _store_lock(root: Path) -> contextlib.AbstractContextManager:
     """A lock held while a stage opens the SQLite store, else nothing.
 
-    Queued experiments (`dvc exp run --run-all --jobs 2`) start their first
+    Queued experiments (`dvc queue start --jobs 2`) start their first
     stages together: on a new store, two processes creating its tables at
     once make one fail (`duplicate column name`), and two creating the
     experiment make one fail. A tracking server handles its own writers.
@@ -133,7 +133,7 @@ class StageRun:
             mlflow.log_params({k: str(v) for k, v in params.items()})
 
     def describe(self, markdown: str) -> None:
-        """The run's description: the Markdown block the UI shows first on the run's page."""
+        """The run's description: the Markdown block the UI shows on the run's page, above its metrics and params."""
         import mlflow
 
         with spent("tracking"):
