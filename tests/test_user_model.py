@@ -137,6 +137,26 @@ def test_one_unit_binary_models_release_two_classes(activation: str | None) -> N
     assert check_fits(model, _dataset(x, np.zeros(len(x), np.int64), 2), "m.keras") == 2
 
 
+@pytest.mark.parametrize("units, activation", [(C, "softmax"), (1, "sigmoid")])
+def test_an_activation_inside_another_last_layer_releases_log_probabilities(units: int, activation: str) -> None:
+    """A last layer that is not Dense cannot be peeled: the released logits are the log of what it outputs.
+
+    Known answer: log p (softmax), or log(1 - p), log p for one sigmoid unit, whose softmax gives back p.
+    """
+    x, _ = _data(30)
+    last = keras.layers.EinsumDense("ab,bc->ac", output_shape=units, bias_axes="c", activation=activation)
+    loss = "binary_crossentropy" if units == 1 else "sparse_categorical_crossentropy"
+    model = _mlp(keras.layers.Dense(6, activation="relu"), last, loss=loss)
+    model.layers[-1].set_weights([w + np.random.default_rng(1).normal(0, 0.5, w.shape) for w in model.layers[-1].get_weights()])
+    out = np.asarray(model(x, training=False), np.float64)
+    logits = released_logits(model, x)
+    assert logits.shape == (len(x), max(units, 2)) and logits.dtype == np.float32
+    expected = np.log(out) if units > 1 else np.log(np.concatenate([1.0 - out, out], axis=1))
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(probs[:, -1], out[:, -1], rtol=1e-5)
+
+
 def test_clones_train_exactly_like_a_fresh_keras_model_each() -> None:
     """One full batch per epoch removes shuffling, so each clone must equal a new model fit from the same init.
 
