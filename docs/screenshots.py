@@ -8,7 +8,7 @@ through:
 
 - docs/ui-runs.png      the experiment's runs after the click on "Model training",
                         the newest summary run unfolded into its stage runs;
-- docs/ui-summary.png   that summary run: its datasets, tags and few metrics;
+- docs/ui-summary.png   that summary run as its page opens: the description (headline table), metrics, facts;
 - docs/ui-report.png    its artifacts, with the HTML report open;
 - docs/ui-compare.png   the compare view of the two experiments' summary runs.
 
@@ -28,6 +28,7 @@ from pipeline.tools.sandbox import PROJECT, make_sandbox
 from pipeline.tools.ui_check import (
     browser_available,
     chromium,
+    close_assistant,
     expand_summary,
     open_compare,
     open_run_artifacts,
@@ -50,12 +51,6 @@ def _summary_runs(root: Path) -> tuple[str, list[str]]:
     experiment = client.get_experiment_by_name("membership-inference").experiment_id
     runs = client.search_runs([experiment], "tags.summary = 'true'", order_by=["attributes.start_time DESC"])
     return experiment, [run.info.run_id for run in runs]
-
-
-def _close_assistant(driver: Any) -> None:
-    """Close MLflow's assistant side panel (its header's last button), which takes a third of the window."""
-    header = driver.find_element("xpath", "//*[normalize-space(text())='MLflow Assistant']/ancestor::*[.//button][1]")
-    header.find_elements("tag name", "button")[-1].click()
 
 
 def _wait_for_preview(driver: Any, timeout_s: float = 60.0) -> None:
@@ -83,13 +78,11 @@ def main() -> None:
         experiment, summaries = _summary_runs(root)
         with serve_ui(f"sqlite:///{root / 'mlflow.db'}") as base, chromium(Path(folder) / "profile") as driver:
             open_training_runs(driver, base, experiment)
-            _close_assistant(driver)
+            close_assistant(driver)
             expand_summary(driver, "train_target", index=len(summaries) - 1)  # the first experiment ran every stage
             driver.save_screenshot(str(out / "ui-runs.png"))
             driver.get(f"{base}/#/experiments/{experiment}/runs/{summaries[0]}")
-            wait_for_text(driver, "undefended.headline_auc")
-            datasets = driver.find_element("xpath", "//*[normalize-space(text())='Datasets']")
-            driver.execute_script("arguments[0].scrollIntoView()", datasets)  # datasets, tags, then the few metrics
+            wait_for_text(driver, "undefended.headline_auc")  # the page as it opens: the description, metrics, facts
             time.sleep(1)
             driver.save_screenshot(str(out / "ui-summary.png"))
             open_run_artifacts(driver, base, experiment, summaries[0])

@@ -2,7 +2,9 @@
 
 Runs `mutmut run` on the mutants of the functions `mutation/targets.toml`
 lists (all of them, or the `sample = true` modules' with --sample), from a
-fresh `mutants/` copy unless --keep. Then per module: mutants killed
+fresh `mutants/` copy unless --keep. --ci (CI's check) runs a fixed part of
+the sample modules' mutants, against their own fast tests only, in a scratch
+copy of the project (targets.toml's [ci] table). Then per module: mutants killed
 (a timeout counts as killed: the tests noticed), survived (a mutant no
 test runs counts as survived), and excluded (the equivalent mutants of
 `mutation/equivalents.toml`, each kept only while its mutated line still
@@ -75,6 +77,47 @@ def mutant_globs(targets: dict, sample: bool) -> list[str]:
     return globs
 
 
+def every_nth(globs: list[str], every: int, most: int = 1000) -> list[str]:
+    """The fixed part of these functions' mutants CI runs: numbers 1, 1 + every, 1 + 2 every, ... of each function.
+
+    mutmut numbers each function's mutants from 1 in a fixed order, so this
+    is the same part for the same code, and it holds every function's first.
+    """
+    return [glob.removesuffix("*") + str(k) for glob in globs for k in range(1, most, every)]
+
+
+def with_mutmut_lists(pyproject: str, lists: dict[str, list[str]]) -> str:
+    """pyproject.toml's text with these list settings of [tool.mutmut] replaced (each must be there already)."""
+    start = pyproject.index("[tool.mutmut]")
+    end = next((m.start() for m in re.finditer(r"^\[", pyproject[start + 1 :], re.M)), len(pyproject) - start - 1) + start + 1
+    section = pyproject[start:end]
+    for key, values in lists.items():
+        body = "".join(f"    {json.dumps(v)},\n" for v in values)
+        section, found = re.subn(rf"^{key} = \[.*?^\]", f"{key} = [\n{body}]", section, count=1, flags=re.M | re.S)
+        if not found:
+            raise KeyError(f"[tool.mutmut] has no {key} list")
+    return pyproject[:start] + section + pyproject[end:]
+
+
+def run_ci(targets: dict, jobs: int, min_score: float) -> int:
+    """CI's check: the fixed part of the sample modules' mutants, scored in a scratch copy of the project."""
+    ci = targets["ci"]
+    files = [module.replace(".", "/") + ".py" for module, entry in targets["modules"].items() if entry.get("sample")]
+    with tempfile.TemporaryDirectory(prefix="mutate-ci-") as scratch:
+        copy = Path(scratch)
+        tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        for name in filter(None, tracked.decode().split("\0")):  # the project as committed, with this working tree's edits
+            if (ROOT / name).is_file():
+                (copy / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, copy / name)
+        pyproject = (ROOT / "pyproject.toml").read_text()
+        lists = {"only_mutate": files, "pytest_add_cli_args_test_selection": ci["tests"]}
+        (copy / "pyproject.toml").write_text(with_mutmut_lists(pyproject, lists))
+        command = [sys.executable, str(copy / "mutation" / "run.py"), "--sample", "--every", str(ci["every"]),
+                   "--jobs", str(jobs), "--min-score", str(min_score)]  # fmt: skip
+        return subprocess.call(command, cwd=copy)
+
+
 def load_equivalents(path: Path = EQUIVALENTS) -> tuple[list[Equivalent], list[Pattern]]:
     """The committed equivalent mutants, one by one and by class."""
     data = tomllib.loads(path.read_text()) if path.exists() else {}
@@ -145,12 +188,25 @@ def score_table(status: dict[str, str], excluded: set[str]) -> tuple[list[tuple[
     return table, 100.0 * killed / scored if scored else 100.0
 
 
+def mutmut_run(mutmut: Path, jobs: int, names: list[str]) -> int:
+    """`mutmut run` of these mutant names or globs, its output kept in a log file only if it fails."""
+    with tempfile.NamedTemporaryFile("w", suffix=".log", prefix="mutmut-run-", delete=False) as out:
+        code = subprocess.call([str(mutmut), "run", "--max-children", str(jobs), *names], stdout=out, stderr=out)
+    if code != 0:
+        print(f"mutmut run failed (exit {code}); its output is in {out.name}", file=sys.stderr)
+        return code
+    os.remove(out.name)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the mutants, print the table, the survivors and the score; nonzero below the minimum."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", action="store_true", help="only the modules marked sample = true")
     parser.add_argument("--keep", action="store_true", help="reuse mutants/: rerun only the mutants not killed there")
     parser.add_argument("--report-only", action="store_true", help="no run: score what mutants/ holds")
+    parser.add_argument("--ci", action="store_true", help="CI's check: a fixed part of the sample, in a scratch copy")
+    parser.add_argument("--every", type=int, default=1, help="only each function's mutants 1, 1 + EVERY, 1 + 2 EVERY, ...")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--min-score", type=float, default=90.0)
     parser.add_argument("--equivalent", nargs=2, metavar=("ID", "REASON"), help="record a surviving mutant as equivalent")
@@ -161,22 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.equivalent:
         record_equivalent(*args.equivalent)
         return 0
-    globs = mutant_globs(tomllib.loads(TARGETS.read_text()), args.sample)
+    targets = tomllib.loads(TARGETS.read_text())
+    if args.ci:
+        return run_ci(targets, args.jobs, args.min_score)
+    globs = mutant_globs(targets, args.sample)
     run_globs = args.only or globs
     started = time.monotonic()
+    if args.every > 1:
+        globs = run_globs = every_nth(globs, args.every)
     if args.keep and (ROOT / "mutants").is_dir():  # rerun only what was not killed (and what is new), of `only` if given
         wanted = [name for name, state in results(globs).items() if state not in KILLED or state == "timeout"]
         run_globs = [name for name in wanted if not args.only or any(fnmatch.fnmatchcase(name, g) for g in args.only)]
     elif not args.keep and not args.report_only:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     if not args.report_only and run_globs:
-        mutmut = Path(sys.executable).parent / "mutmut"
-        with tempfile.NamedTemporaryFile("w", suffix=".log", prefix="mutmut-run-", delete=False) as out:
-            code = subprocess.call([str(mutmut), "run", "--max-children", str(args.jobs), *run_globs], stdout=out, stderr=out)
+        code = mutmut_run(Path(sys.executable).parent / "mutmut", args.jobs, run_globs)
         if code != 0:
-            print(f"mutmut run failed (exit {code}); its output is in {out.name}", file=sys.stderr)
             return code
-        os.remove(out.name)
     status = results(globs)
     ones, classes = load_equivalents()
     excluded, stale = set(), []

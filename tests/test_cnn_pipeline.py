@@ -11,7 +11,7 @@ The scenario (fixture `cnn`), in a fresh sandbox with the tiny preset,
 
 1. with `TF_ENABLE_ONEDNN_OPTS=0`: `dvc repro train_attack`, which trains
    the target, shadow and reference CNNs and attacks the target (DP-SGD's
-   CNN paths run under both kernel sets in `make test-kernels`);
+   CNN paths run under both kernel sets in `tests/test_kernels.py`);
 2. the metrics it wrote are kept; then with `TF_ENABLE_ONEDNN_OPTS=1` the
    same training is forced again (`dvc repro -f -s` of its three training
    stages) and `dvc repro train_attack` redoes what follows from it.

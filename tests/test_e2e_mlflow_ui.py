@@ -2,7 +2,8 @@
 
 After the one click on "Model training" the sidebar is the model-training
 one; the summary run unfolds into its nested stage runs; its page shows
-its description, the headline table, above its metrics and params; its
+its description, the headline table, in the window as it opens (once
+the assistant panel is closed, as a user does), above its metrics and params; its
 artifacts include the HTML report. The server is stopped by its process group.
 """
 
@@ -37,10 +38,12 @@ def test_the_mlflow_ui_shows_the_audit_in_a_real_browser(tiny: Built, tmp_path: 
         head = box.read_json("metrics/report.json")["undefended"]["headline"]["attack"]
         page = ui_check.open_run_overview(driver, base, experiment, summary.info.run_id, "Membership-inference audit")
         assert head in page and "TPR@1%FPR" in page  # the description: the headline table
-        # MLflow 3's run page lists the run's facts, datasets and tags first (one `stage_runs` tag, not one per
-        # stage), then the description, above the metrics and the 100-odd params
-        assert "Membership-inference audit" in page and page.rindex("Membership-inference audit") < page.index("Metrics (")
-        assert "stage_runs" in page and "stage_status" not in page
+        assert "stage_runs" in page and "stage_status" not in page  # one tag links the stage runs, not two per stage
+        ui_check.close_assistant(driver)  # as a user does; with it open the page stacks the run's facts on top
+        page = ui_check.open_run_overview(driver, base, experiment, summary.info.run_id, "Membership-inference audit")
+        assert page.index("Membership-inference audit") < page.index("Metrics (") < page.index("Parameters (")
+        for text in ("Membership-inference audit", "TPR@1%FPR", head):  # the description's title, table head, first row
+            assert ui_check.seen_without_scrolling(driver, text), text
         page = ui_check.open_run_artifacts(driver, base, experiment, summary.info.run_id)
         assert "report.html" in page and "attacks_table.json" in page
     with pytest.raises(OSError):  # the server is gone

@@ -126,6 +126,28 @@ def test_clopper_pearson_matches_beta_quantiles():
     assert hi[0] == pytest.approx(1 - 0.025 ** (1 / 10))
 
 
+def test_clopper_pearson_one_away_from_either_end_has_its_closed_form():
+    """k = 1: P(X >= 1) = 1 - (1 - p)^n = alpha / 2 at the lower limit; k = n - 1 mirrors it at the upper."""
+    n = 10
+    lo, hi = clopper_pearson(np.array([1, n - 1, n]), n)
+    assert lo[0] == pytest.approx(1 - 0.975 ** (1 / n)) and lo[0] > 0
+    assert hi[1] == pytest.approx(0.975 ** (1 / n)) and hi[1] < 1
+    assert lo[2] == pytest.approx(0.025 ** (1 / n))
+
+
+def test_tpr_at_the_lowest_fpr_lets_exactly_one_non_member_through():
+    """Members 5, 4, 3, 1 and non-members 4.5, 2, 0: at most one false positive calls 5, 4, 3 (TPR 3/4); two would call all."""
+    m = evaluate(result(scores([5.0, 4.0, 3.0, 1.0], [4.5, 2.0, 0.0])))
+    assert m.tpr_at_lowest_fpr == 0.75
+
+
+def test_roc_errors_name_what_was_scored_by_default():
+    with pytest.raises(ValueError, match="^scores: scores must be finite"):
+        roc(np.array([np.nan, 1.0]), np.array([True, False]))
+    with pytest.raises(ValueError, match="^calibration: needs both members and non-members"):
+        best_threshold(np.array([1.0, 2.0]), np.array([True, True]))
+
+
 def test_epsilon_bound_for_perfect_separation():
     n = 1000
     m = evaluate(result(scores(np.ones(n), np.zeros(n))))

@@ -4,7 +4,9 @@ Users' CPUs differ: TensorFlow turns oneDNN on by default only on some, and
 only oneDNN differentiates a grouped convolution, which the stack's CNN
 uses where it can (`pipeline.stack.conv`). Each kernel set runs in its own
 process (`TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow loads), which
-stands in for two kinds of CPU.
+stands in for two kinds of CPU. The CNN tests of the stack, DP-SGD and a
+user's model also pass under each set, whatever this CPU's default is
+(they run in a pytest process of their own per set).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
+CNN_TESTS = ("tests/test_stack.py", "tests/test_dp_sgd.py", "tests/test_user_model.py")
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +52,16 @@ def test_trained_models_reach_the_same_test_accuracy(runs):
     on, off = runs["1"]["accuracy"], runs["0"]["accuracy"]
     assert on.min() > 0.8  # they learned
     np.testing.assert_allclose(on, off, atol=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["0", "1"], ids=["onednn-off", "onednn-on"])
+def test_the_cnn_tests_pass_under_each_kernel_set(flag: str) -> None:
+    """`pytest -k cnn` on the stack, DP-SGD and user-model tests, in a process whose TensorFlow has this kernel set."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", *CNN_TESTS, "-k", "cnn"]
+    result = subprocess.run(command, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    passed = next(line for line in reversed(result.stdout.splitlines()) if " passed" in line)
+    assert int(passed.split(" passed")[0].split()[-1]) >= 11 and "failed" not in passed and "skipped" not in passed, passed

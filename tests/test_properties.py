@@ -7,6 +7,7 @@ so a mutation run or CI sees the same cases as a developer.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +15,7 @@ from pipeline.config import DataParams
 from pipeline.core.types import AttackResult, AttackScores
 from pipeline.datasets.splits import defender_mask, make_splits, paired_keep
 from pipeline.measures.intervals import auc_of_rows, bootstrap_intervals, tpr_at_false_positives
-from pipeline.measures.roc import roc, tpr_at_fpr
+from pipeline.measures.roc import roc, roc_auc, tpr_at_fpr
 from pipeline.measures.roc_grid import false_positive_grid, roc_on_grid
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None)
@@ -84,6 +85,22 @@ def test_auc_of_rows_counts_pairs_with_ties_as_half(case: tuple[np.ndarray, np.n
     m, n = scores[member], scores[~member]
     pairs = (m[:, None] > n[None, :]).mean() + 0.5 * (m[:, None] == n[None, :]).mean()
     assert np.isclose(auc_of_rows(m[None, :], n[None, :])[0], pairs, rtol=0, atol=1e-12)
+
+
+@SETTINGS
+@given(labelled_scores())
+def test_roc_auc_is_the_area_under_the_roc_and_scikit_learns(case: tuple[np.ndarray, np.ndarray]) -> None:
+    """The headline's AUC: the trapezoids under the ROC (the brute-force counts above), and scikit-learn's number."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, member = case
+    curve = roc(scores, member)
+    tpr, fpr = np.append(curve.tp, curve.n_members) / curve.n_members, np.append(curve.fp, curve.n_nonmembers) / curve.n_nonmembers
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert np.isclose(roc_auc(member, scores), area, rtol=0, atol=1e-12)
+    assert np.isclose(roc_auc(member, scores), roc_auc_score(member, scores), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="both members and non-members"):
+        roc_auc(np.ones_like(member), scores)
 
 
 @SETTINGS

@@ -71,7 +71,7 @@ def clopper_pearson(k: np.ndarray, n: int, confidence: float = CONFIDENCE) -> tu
 
 
 def side_bounds(
-    tp: np.ndarray, fp: np.ndarray, n_members: int, n_nonmembers: int, confidence: float, delta: float = 0.0
+    tp: np.ndarray, fp: np.ndarray, n_members: int, n_nonmembers: int, confidence: float, delta: float
 ) -> SideBounds:
     """log((TPR_lo - delta) / FPR_hi) and log((TNR_lo - delta) / FNR_hi) at each (tp, fp) count pair."""
     tp, fp = np.asarray(tp, dtype=np.float64), np.asarray(fp, dtype=np.float64)

@@ -1,4 +1,8 @@
-"""The summary run's description in the MLflow UI: the headline table, the first thing its run page shows."""
+"""The summary run's description in the MLflow UI: the headline table, the first thing its run page shows.
+
+MLflow shows a long description collapsed to its first few lines ("Show
+more"), so the table comes right after a one-line title.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ def run_description(table: dict[str, dict[str, Any]], answer: str) -> str:
         ])  # fmt: skip
     header = ["target", "test acc", "headline attack", "AUC", "TPR@1%FPR", "eps lower bd (95%)", "DP epsilon"]
     lines = [
-        "**Membership-inference audit.** Each target's headline attack is chosen on shadow data; brackets are 95% "
-        "bootstrap intervals; n/m: not measurable with this many non-members.",
+        "**Membership-inference audit**",  # one line, so the collapsed description box still shows the table's rows
         "",
         *markdown_table(header, rows),
+        "",
+        "Each target's headline attack is chosen on shadow data; brackets are 95% bootstrap intervals; n/m: not "
+        "measurable with this many non-members.",
         "",
         answer,
         "",

@@ -102,6 +102,30 @@ def wait_for_text(driver: Any, text: str, timeout_s: float = 60.0) -> str:
         time.sleep(0.5)
 
 
+def close_assistant(driver: Any) -> None:
+    """Close MLflow's assistant side panel (its header's last button), as a user does: it takes a third of the window.
+
+    With it open, the run page is too narrow for its two-column layout and
+    stacks the run's facts, datasets and tags above the description.
+    """
+    headers = driver.find_elements("xpath", "//*[normalize-space(text())='MLflow Assistant']/ancestor::*[.//button][1]")
+    if not headers:
+        return  # closed already (the browser remembers), or an MLflow without it
+    headers[0].find_elements("tag name", "button")[-1].click()
+    deadline = time.monotonic() + 10
+    while driver.find_elements("xpath", "//*[normalize-space(text())='MLflow Assistant']") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def seen_without_scrolling(driver: Any, text: str) -> bool:
+    """Whether the first element whose own text is `text` lies inside the window as the page opened (scrolled to the top)."""
+    element = driver.find_element("xpath", f"//*[normalize-space(text())={text!r}]")
+    top, bottom, height = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.top, r.bottom, window.innerHeight];", element
+    )
+    return top >= 0 and bottom <= height
+
+
 def open_training_runs(driver: Any, base: str, experiment_id: str) -> str:
     """The experiment's runs page after the one click on "Model training"; returns the page text."""
     driver.get(f"{base}/#/experiments/{experiment_id}/runs")
