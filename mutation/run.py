@@ -105,7 +105,11 @@ def run_ci(targets: dict, jobs: int, min_score: float) -> int:
     files = [module.replace(".", "/") + ".py" for module, entry in targets["modules"].items() if entry.get("sample")]
     with tempfile.TemporaryDirectory(prefix="mutate-ci-") as scratch:
         copy = Path(scratch)
-        tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+        if listed.returncode != 0:
+            print("error: make mutate-ci copies the project's git-tracked files: run it in a git clone", file=sys.stderr)
+            return 2
+        tracked = listed.stdout
         for name in filter(None, tracked.decode().split("\0")):  # the project as committed, with this working tree's edits
             if (ROOT / name).is_file():
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)

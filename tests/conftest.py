@@ -1,6 +1,7 @@
 """Shared test set-up: TensorFlow kept quiet, small shared fixtures, and the slow tests' shared pipeline runs."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     order = {id(item): (rank(_module(item)), index) for index, item in enumerate(items)}
     items.sort(key=lambda item: order[id(item)])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With TEST_TIMELINE=<file>, append "worker start end test" per test: where a parallel run's time goes."""
+    path = os.environ.get("TEST_TIMELINE")
+    start = time.time()
+    yield
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\t{start:.2f}\t{time.time():.2f}\t{item.nodeid}\n")

@@ -101,6 +101,8 @@ def test_roc_auc_is_the_area_under_the_roc_and_scikit_learns(case: tuple[np.ndar
     assert np.isclose(roc_auc(member, scores), roc_auc_score(member, scores), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="both members and non-members"):
         roc_auc(np.ones_like(member), scores)
+    with pytest.raises(ValueError, match=r"finite scores \(1 are not\)"):
+        roc_auc(member, np.where(np.arange(scores.size) == 0, np.nan, scores))
 
 
 @SETTINGS

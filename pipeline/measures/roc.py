@@ -123,6 +123,8 @@ def roc_auc(is_member: np.ndarray, scores: np.ndarray) -> float:
     scores = np.asarray(scores, dtype=np.float64)
     if member.all() or not member.any():
         raise ValueError("ROC AUC needs both members and non-members")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"ROC AUC needs finite scores ({int(np.sum(~np.isfinite(scores)))} are not)")
     return float(auc_of_rows(scores[member][None], scores[~member][None])[0])
 
 
