@@ -115,9 +115,9 @@ def tpr_at_fpr(curve: Roc, level: float) -> float | None:
 def roc_auc(is_member: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic, ties counted half: the area under the ROC above, exactly.
 
-    scikit-learn's `roc_auc_score` gives the same number but spends about
-    3 ms a call validating its inputs, most of the time of the headline
-    choice and the bound simulations, which call it thousands of times.
+    scikit-learn's `roc_auc_score` gives the same number but spends most of
+    its 1.4 ms a call (600 scores; this takes 0.09 ms) validating its
+    inputs, which was most of the bound simulations' time.
     """
     member = np.asarray(is_member, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
