@@ -89,7 +89,8 @@ def every_nth(globs: list[str], every: int, most: int = 1000) -> list[str]:
 def with_mutmut_lists(pyproject: str, lists: dict[str, list[str]]) -> str:
     """pyproject.toml's text with these list settings of [tool.mutmut] replaced (each must be there already)."""
     start = pyproject.index("[tool.mutmut]")
-    end = next((m.start() for m in re.finditer(r"^\[", pyproject[start + 1 :], re.M)), len(pyproject) - start - 1) + start + 1
+    following = re.search(r"^\[", pyproject[start + 1 :], re.M)  # the next table, if any
+    end = start + 1 + following.start() if following else len(pyproject)
     section = pyproject[start:end]
     for key, values in lists.items():
         body = "".join(f"    {json.dumps(v)},\n" for v in values)
@@ -109,8 +110,7 @@ def run_ci(targets: dict, jobs: int, min_score: float) -> int:
         if listed.returncode != 0:
             print("error: make mutate-ci copies the project's git-tracked files: run it in a git clone", file=sys.stderr)
             return 2
-        tracked = listed.stdout
-        for name in filter(None, tracked.decode().split("\0")):  # the project as committed, with this working tree's edits
+        for name in filter(None, listed.stdout.decode().split("\0")):  # the project as committed, with this working tree's edits
             if (ROOT / name).is_file():
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, copy / name)
