@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_second_repro_reruns_nothing(tiny_copy: Sandbox) -> None:
+    """Also with the bytecode caches the stages' imports wrote into the folder deps (`pipeline/stack`), as Python does by default."""
     box = tiny_copy
+    assert list((box.root / "pipeline/stack/__pycache__").glob("*.pyc"))
     before = len(box.runs())
     assert ran_stages(box.repro().stdout) == set()
     assert len(box.runs()) == before

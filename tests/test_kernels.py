@@ -6,7 +6,8 @@ uses where it can (`pipeline.stack.conv`). Each kernel set runs in its own
 process (`TF_ENABLE_ONEDNN_OPTS` is read when TensorFlow loads), which
 stands in for two kinds of CPU. The CNN tests of the stack, DP-SGD and a
 user's model also pass under each set, whatever this CPU's default is
-(they run in a pytest process of their own per set).
+(they run in a pytest process of their own per set, except the set this
+session's own processes have, when the session runs those tests itself).
 """
 
 from __future__ import annotations
@@ -54,10 +55,23 @@ def test_trained_models_reach_the_same_test_accuracy(runs):
     np.testing.assert_allclose(on, off, atol=0.02)
 
 
+def _session_runs_the_cnn_tests(session: pytest.Session) -> bool:
+    """Whether this session itself runs every CNN test of `CNN_TESTS` (`make test`, not `make test-kernels`)."""
+    return sum(item.nodeid.split("::")[0] in CNN_TESTS and "cnn" in item.name for item in session.items) >= 11
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flag", ["0", "1"], ids=["onednn-off", "onednn-on"])
-def test_the_cnn_tests_pass_under_each_kernel_set(flag: str) -> None:
-    """`pytest -k cnn` on the stack, DP-SGD and user-model tests, in a process whose TensorFlow has this kernel set."""
+def test_the_cnn_tests_pass_under_each_kernel_set(flag: str, runs, request: pytest.FixtureRequest) -> None:
+    """`pytest -k cnn` on the stack, DP-SGD and user-model tests, in a process whose TensorFlow has this kernel set.
+
+    Where this process's kernels are the set's (they take its convolution
+    path) and the session runs those tests itself, they already run under it.
+    """
+    from pipeline.stack.conv import grouped_gradients_supported
+
+    if bool(runs[flag]["grouped"]) == grouped_gradients_supported() and _session_runs_the_cnn_tests(request.session):
+        pytest.skip("this session runs the CNN tests under this kernel set itself (this CPU's default)")
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}
     env.pop("PYTEST_XDIST_WORKER", None)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", *CNN_TESTS, "-k", "cnn"]

@@ -32,6 +32,7 @@ def sandbox_env(root: Path) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": "sandbox@localhost",
     }
     env.pop("DVC_EXP_NAME", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # Python writes bytecode caches, as on users' machines (.dvcignore)
     return env
 
 
