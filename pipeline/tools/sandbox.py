@@ -32,7 +32,8 @@ def sandbox_env(root: Path) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": "sandbox@localhost",
     }
     env.pop("DVC_EXP_NAME", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # Python writes bytecode caches, as on users' machines (.dvcignore)
+    for setting in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"):
+        env.pop(setting, None)  # as on users' machines: bytecode caches written (.dvcignore), output piped in blocks
     return env
 
 
