@@ -151,3 +151,22 @@ def test_prepare_needs_the_defense_list_only_for_a_given_model() -> None:
     listed = requirements(check(parse_params(raw)))["defenses_needing_the_batched_trainer"]
     assert "dropout" in listed["defense.run"] and "memguard" not in listed["defense.run"]
     assert listed["recipe_audit.dp_baseline"] == raw["recipe_audit"]["dp_baseline"]
+
+
+def test_a_code_folder_deps_hash_leaves_out_what_python_and_macos_write_there() -> None:
+    """.dvcignore: bytecode caches (every stage's imports write them) and Finder's .DS_Store, not the sources.
+
+    Else a folder dep (`pipeline/stack`) would hash whatever the last stage
+    compiled, and `dvc status` would show stages changed after a run and
+    in every fresh clone.
+    """
+    deps = {dep for stage in stages().values() for dep in stage.get("deps", [])}
+    folders = sorted(dep for dep in deps if dep.startswith("pipeline/") and (PROJECT / dep).is_dir())
+    assert folders  # the stack, training and reporting packages, at least
+    written = [f"{folder}/{name}" for folder in folders for name in ("__pycache__/spec.cpython-311.pyc", "spec.pyc", ".DS_Store")]
+    sources = [f"{folder}/spec.py" for folder in folders]
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    command = [dvc, "check-ignore", "--details", "--non-matching", *written, *sources]
+    out = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    ignored = {line.split("\t")[-1] for line in out.stdout.splitlines() if not line.startswith("::")}
+    assert ignored == set(written), out.stdout
