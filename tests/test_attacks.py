@@ -32,6 +32,7 @@ from pipeline.attacks.statistics import (
     log1m_softmax,
     log_softmax,
     log_true_prob,
+    logsumexp_excluding,
     phi,
 )
 from pipeline.core.errors import PipelineError
@@ -644,3 +645,19 @@ def test_lira_variance_setting_reaches_target_and_calibration_scores(name):
     per_point = get_attack(name)(data, params(lira={"fixed_variance": False}), 0)
     assert not np.allclose(pooled.target.scores, per_point.target.scores)
     assert not np.allclose(pooled.calibration.scores, per_point.calibration.scores)
+
+
+def test_statistics_of_float32_logits_are_computed_in_float64() -> None:
+    """Models release float32 logits; every statistic sums them in float64, so a score does not carry float32 rounding."""
+    logits = np.random.default_rng(2).normal(0.0, 6.0, (200, 10)).astype(np.float32)
+    labels = np.arange(200) % 10
+    wide = logits.astype(np.float64)
+    for name, function in {
+        "log_softmax": lambda z: log_softmax(z),
+        "log1m_softmax": lambda z: log1m_softmax(z),
+        "logsumexp_excluding": lambda z: logsumexp_excluding(z, labels),
+        "phi": lambda z: phi(z, labels),
+    }.items():
+        narrow = function(logits)
+        assert narrow.dtype == np.float64, name
+        np.testing.assert_array_equal(narrow, function(wide), err_msg=name)

@@ -545,3 +545,16 @@ def test_secure_training_does_not_reproduce_but_seeded_does(digits):
     a, b = weights("secure"), weights("secure")
     assert not np.allclose(a, b)
     assert not np.allclose(a, weights("seeded"))
+
+
+def test_the_plan_trains_the_defenses_own_recipe_where_it_sets_one() -> None:
+    """epochs, batch size and learning rate: the defense's where given, else the target's; a single point is a job."""
+    recipe = S.Recipe(epochs=3, batch_size=8, learning_rate=1e-3)
+    own = D.plan(recipe, 64, DpSgdDefense(type="dp_sgd", noise_multiplier=1.0, epochs=2, batch_size=16, learning_rate=0.05))
+    assert (own.recipe.epochs, own.recipe.batch_size, own.recipe.learning_rate) == (2, 16, 0.05)
+    inherited = D.plan(recipe, 64, DpSgdDefense(type="dp_sgd", noise_multiplier=1.0))
+    assert (inherited.recipe.epochs, inherited.recipe.batch_size, inherited.recipe.learning_rate) == (3, 8, 1e-3)
+    single = D.plan(recipe, 1, DpSgdDefense(type="dp_sgd", noise_multiplier=1.0))
+    assert (single.sampling_rate, single.steps_per_epoch) == (1.0, 1)  # full-batch steps on the one point
+    with pytest.raises(PipelineError, match="no training points"):
+        D.plan(recipe, 0, DpSgdDefense(type="dp_sgd", noise_multiplier=1.0))

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import beta
 
 from pipeline.core.types import AttackResult, AttackScores
-from pipeline.measures.bounds import choose_rule, clopper_pearson, epsilon_lower_bound
+from pipeline.measures.bounds import choose_rule, clopper_pearson, epsilon_lower_bound, side_bounds
 from pipeline.measures.roc import (
     FPR_LEVELS,
     best_threshold,
@@ -18,6 +18,8 @@ from pipeline.measures.roc import (
     metrics_to_dict,
     most_exposed,
     roc,
+    roc_auc,
+    shadow_objective,
     tpr_at_fpr,
 )
 
@@ -234,3 +236,33 @@ def test_ppv_at_a_prior_is_not_measurable_without_a_false_positive():
     assert ppv_at_prior(0.1, 0.01, 0.01) == pytest.approx(0.001 / (0.001 + 0.0099))
     assert ppv_at_prior(0.1, 0.01, 0.1) == pytest.approx(0.01 / (0.01 + 0.009))
     assert ppv_at_prior(0.003, 0.0, 0.01) is None
+
+
+def test_roc_auc_reads_0_1_labels_as_membership() -> None:
+    """Labels as 0/1 integers (as read from a CSV or NPZ) give the AUC of the same booleans, not an index."""
+    rng = np.random.default_rng(5)
+    s, y = rng.normal(size=40), np.arange(40) % 3 == 0
+    assert roc_auc(y.astype(np.int64), s) == roc_auc(y, s) == pytest.approx(np.mean(s[y][:, None] > s[~y][None]), abs=1e-12)
+
+
+def test_best_threshold_separates_scores_one_float_apart() -> None:
+    """Halfway between adjacent doubles rounds to one of them: it must never round down onto a non-member's score."""
+    upper = np.nextafter(1.0, 2.0)  # odd last bit: the halfway point rounds (to even) down to 1.0
+    t = best_threshold(np.r_[np.full(5, upper), np.full(5, 1.0)], np.r_[np.ones(5, bool), np.zeros(5, bool)])
+    assert t == upper  # members (>= t) in, the non-members at 1.0 out
+
+
+def test_shadow_objective_counts_an_unmeasurable_tpr_as_minus_one() -> None:
+    """Under 100 shadow non-members TPR at 1% FPR is not measurable: the worst value, so the AUC decides."""
+    few = scores([3.0, 2.0, 1.0], [0.0, -1.0])
+    assert shadow_objective(few, "tpr_at_1pct_fpr") == (-1.0, 1.0)
+    assert shadow_objective(few, "auc") == (1.0, 1.0)
+
+
+def test_the_members_side_wins_a_tie_with_the_non_members_side() -> None:
+    """A calibration ROC symmetric under swapping the classes (non-member scores mirror the members'): equal best bounds."""
+    members = np.random.default_rng(9).normal(1.0, 1.0, 60)
+    curve = roc(np.r_[members, -members], np.r_[np.ones(60, bool), np.zeros(60, bool)])
+    sides = side_bounds(np.round(curve.tpr * 60), np.round(curve.fpr * 60), 60, 60, 0.95, 0.0)
+    assert sides.members.max() == sides.nonmembers.max() > 0  # the tie the rule must break
+    assert choose_rule(curve, 60, 60).side == "members"
