@@ -109,3 +109,17 @@ def test_a_fixed_family_searches_nothing_and_a_bad_memory_is_searched_afresh(dat
     key = choice_key("ml_leaks", data.shadow, p, SEEDS["ml_leaks"], CODE)
     _, choices = resolve_families(data.shadow, p, SEEDS, CODE, {"ml_leaks": {"key": key, "family": "no_such_family"}})
     assert choices["ml_leaks"]["family"] in shadow_classifier.FAMILIES
+
+
+def test_a_fixed_family_is_the_one_fitted(data: AttackInput) -> None:
+    """Two fixed families score the target differently, and each as itself: the setting is not ignored."""
+    scored = {
+        family: shadow_classifier.attack("shadow_classifier", data, params(classifier=family), SEEDS["shadow_classifier"])
+        for family in ("logistic_regression", "gradient_boosting")
+    }
+    linear, boosted = (scored[family].target.scores for family in ("logistic_regression", "gradient_boosting"))
+    assert not np.allclose(linear, boosted)
+    again = shadow_classifier.attack(
+        "shadow_classifier", data, params(classifier="logistic_regression"), SEEDS["shadow_classifier"]
+    )
+    assert np.array_equal(again.target.scores, linear)
