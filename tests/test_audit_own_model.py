@@ -29,6 +29,7 @@ from pipeline.tools.sandbox import PROJECT
 pytestmark = pytest.mark.slow
 
 N, D, C, N_TRAINED = 900, 12, 4, 100
+EPOCHS, RATE = 20, 0.01  # the model's training, which its copies repeat: it overfits (train accuracy 1)
 
 
 def _table(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,8 +55,8 @@ keras.utils.set_random_seed(0)
 data = np.load({str(path.with_suffix('.npz'))!r})
 model = keras.Sequential([keras.Input(({D},)), keras.layers.Dense(64, activation="relu"),
                           keras.layers.Dense(32, activation="relu"), keras.layers.Dense({C}, activation="softmax")])
-model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-model.fit(data["x"], data["y"], epochs=40, batch_size=32, verbose=0)
+model.compile(optimizer=keras.optimizers.Adam({RATE}), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(data["x"], data["y"], epochs={EPOCHS}, batch_size=32, verbose=0)
 model.save({str(path)!r})
 """
     np.savez(path.with_suffix(".npz"), x=x, y=y)
@@ -75,7 +76,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sandbox, subproce
         {"dataset": "csv", "path": "data/raw/table.csv", "member_column": "member",
          "n_test": 100, "n_shadow_pool": 200, "n_defender_reference": 24}
     )  # fmt: skip
-    params["target"].update({"model": "data/raw/model.keras", "epochs": 40})
+    params["target"].update({"model": "data/raw/model.keras", "epochs": EPOCHS})
     params["shadows"]["n_models"], params["reference"]["n_models"] = 4, 4
     params["attack"]["shadow_classifier"]["epochs"] = 2
     params["defense"].update({"run": ["memguard"], "adaptive": False})

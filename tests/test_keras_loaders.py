@@ -1,7 +1,8 @@
 """The real Keras loaders, offline, on tiny files placed in a temporary Keras cache.
 
-Keras reads KERAS_HOME once, when it is imported, so every load runs in a
-fresh interpreter with KERAS_HOME set. Downloads go through a proxy that
+Keras reads KERAS_HOME once, when it is imported, so the loads run in a
+fresh interpreter per Keras home (fixture `offline`, three homes: the
+files placed for every dataset, a CIFAR-10 archive, nothing). Downloads go through a proxy that
 refuses connections (localhost port 9), so no test reaches the network or
 waits on it, wherever it runs.
 
@@ -22,7 +23,7 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,29 +70,67 @@ def _idx_gz(path: Path, array: np.ndarray) -> None:
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
-def test_fashion_mnist_loads_from_cached_idx_files(tmp_path) -> None:
+@dataclass(frozen=True)
+class Offline:
+    folder: Path
+    fashion: dict[str, np.ndarray]  # the arrays of the placed Fashion-MNIST files
+    placed: dict[str, list[Path]]  # the files placed for mnist and cifar10, by how they were placed
+    results: dict[str, dict[str, str | None]]  # per Keras home: each dataset's error message, or None when it loaded
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Offline:
+    """Each dataset loaded offline from three Keras homes: files placed for all three, a CIFAR-10 archive, nothing.
+
+    The placed files do not interfere: each loader reads its own names.
+    """
+    folder = tmp_path_factory.mktemp("keras-loaders")
+    cache = folder / "placed/keras/datasets"
+    fashion = _fashion_files(cache / "fashion-mnist")
+    placed = {
+        "mnist": _mnist_npz(cache),
+        "cifar_extracted": _cifar_extracted(cache),
+        "cifar_archive": _cifar_archive(folder / "archive/keras/datasets"),
+    }
+    (folder / "empty").mkdir()
+    results = {
+        home: _load_offline(folder / home / "keras", folder / home, *names)
+        for home, names in (
+            ("placed", ("fashion_mnist", "mnist", "cifar10")), ("archive", ("cifar10",)),
+            ("empty", ("mnist", "fashion_mnist", "cifar10")),
+        )
+    }  # fmt: skip
+    return Offline(folder, fashion, placed, results)
+
+
+def _fashion_files(cache: Path) -> dict[str, np.ndarray]:
+    """Fashion-MNIST's four IDX files, 30 train and 10 test images, in `cache`; their arrays."""
     rng = np.random.default_rng(0)
     x_train = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
     x_test = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
     y_train, y_test = rng.permutation(30) % 10, rng.permutation(10)
     x_train[0, 0, 0], x_test[-1, -1, -1] = 255, 0  # both ends of the pixel range
-    cache = tmp_path / "keras/datasets/fashion-mnist"
     cache.mkdir(parents=True)
     for prefix, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
         _idx_gz(cache / f"{prefix}-images-idx3-ubyte.gz", x)
         _idx_gz(cache / f"{prefix}-labels-idx1-ubyte.gz", y)
-    assert _load_offline(tmp_path / "keras", tmp_path, "fashion_mnist") == {"fashion_mnist": None}
-    loaded = np.load(tmp_path / "fashion_mnist.npz")
+    return {"x_train": x_train, "x_test": x_test, "y_train": y_train, "y_test": y_test}
+
+
+def test_fashion_mnist_loads_from_cached_idx_files(offline: Offline) -> None:
+    placed, out = offline.fashion, offline.folder / "placed"
+    assert offline.results["placed"]["fashion_mnist"] is None
+    loaded = np.load(out / "fashion_mnist.npz")
     assert loaded["x"].shape == (40, 28, 28, 1) and loaded["x"].dtype == np.float32
-    expected = np.concatenate([x_train, x_test]).astype(np.float32)[..., None] / 255
+    expected = np.concatenate([placed["x_train"], placed["x_test"]]).astype(np.float32)[..., None] / 255
     np.testing.assert_array_equal(loaded["x"], expected)  # train then test, scaled by 1/255
     assert loaded["x"].max() == 1.0 and loaded["x"].min() == 0.0
-    np.testing.assert_array_equal(loaded["y"], np.concatenate([y_train, y_test]))
+    np.testing.assert_array_equal(loaded["y"], np.concatenate([placed["y_train"], placed["y_test"]]))
     assert int(loaded["n_classes"]) == 10
 
 
-def test_empty_cache_without_network_names_the_files_to_place(tmp_path) -> None:
-    home = tmp_path / "keras"
+def test_empty_cache_without_network_names_the_files_to_place(offline: Offline) -> None:
+    home = offline.folder / "empty/keras"
     origin = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
     placed = {
         "mnist": f"mnist.npz (the original, {origin}mnist.npz: Keras checks its sha256) in {home}/datasets/",
@@ -104,9 +143,8 @@ def test_empty_cache_without_network_names_the_files_to_place(tmp_path) -> None:
             f"(Keras checks its sha256) in {home}/datasets/"
         ),
     }
-    results = _load_offline(home, tmp_path, *placed)
     for name, files in placed.items():
-        message = results[name]
+        message = offline.results["empty"][name]
         assert message is not None and "\n" not in message
         head = re.escape(f"data.dataset: could not load {name!r} with Keras (URL fetch failure on ")
         tail = re.escape(
@@ -119,7 +157,7 @@ def test_empty_cache_without_network_names_the_files_to_place(tmp_path) -> None:
 def _mnist_npz(cache: Path) -> list[Path]:
     """mnist.npz in Keras's format, but not the original file."""
     rng = np.random.default_rng(1)
-    cache.mkdir(parents=True)
+    cache.mkdir(parents=True, exist_ok=True)
     path = cache / "mnist.npz"
     arrays = {f"x_{part}": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for part, n in (("train", 30), ("test", 10))}
     np.savez(path, **arrays, y_train=np.arange(30) % 10, y_test=np.arange(10))
@@ -152,20 +190,21 @@ def _cifar_archive(cache: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize(
-    "name, place, kept",
-    [("mnist", _mnist_npz, False), ("cifar10", _cifar_extracted, True), ("cifar10", _cifar_archive, False)],
+    "home, name, placed, kept",
+    [
+        ("placed", "mnist", "mnist", False),
+        ("placed", "cifar10", "cifar_extracted", True),
+        ("archive", "cifar10", "cifar_archive", False),
+    ],
 )
-def test_keras_downloads_again_unless_its_sha256_matches(
-    tmp_path, name: str, place: Callable[[Path], list[Path]], kept: bool
-) -> None:
+def test_keras_downloads_again_unless_its_sha256_matches(offline: Offline, home: str, name: str, placed: str, kept: bool) -> None:
     """Why `mnist` and `cifar10` have no fixture test: Keras verifies the cached download's sha256.
 
     A cached file that differs (any tiny fixture) is downloaded again and
     deleted when that fails; an extracted CIFAR-10 folder is not looked at
     without the archive beside it.
     """
-    placed = place(tmp_path / "keras/datasets")
-    message = _load_offline(tmp_path / "keras", tmp_path, name)[name]
+    message = offline.results[home][name]
     assert message is not None and message.startswith(f"data.dataset: could not load {name!r} with Keras")
     assert "Connection refused" in message  # it tried the network
-    assert all(path.exists() == kept for path in placed)
+    assert all(path.exists() == kept for path in offline.placed[placed])
