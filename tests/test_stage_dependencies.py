@@ -17,7 +17,9 @@ end-to-end test runs every stage with unread declared params made an error.
 
 from __future__ import annotations
 
+import copy
 import functools
+import itertools
 import json
 import subprocess
 import sys
@@ -28,7 +30,7 @@ import yaml
 
 from pipeline.core import imports
 from pipeline.tools import dvc_deps
-from pipeline.tools.sandbox import PROJECT
+from pipeline.tools.sandbox import PROJECT, make_sandbox
 
 LIGHT_STAGES = ("validate", "prepare", "build_attack_dataset", "train_attack", "report")  # never import TensorFlow
 
@@ -170,3 +172,44 @@ def test_a_code_folder_deps_hash_leaves_out_what_python_and_macos_write_there() 
     out = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
     ignored = {line.split("\t")[-1] for line in out.stdout.splitlines() if not line.startswith("::")}
     assert ignored == set(written), out.stdout
+
+
+LISTS = ("defense.run", "canaries.defenses", "recipe_audit.dp_baseline")  # lists of names params allow empty ([])
+
+
+def test_every_data_dep_exists_whatever_lists_are_empty(tmp_path: Path) -> None:
+    """No stage waits on a file or folder that, with some lists empty, no stage writes and git does not hold.
+
+    DVC refuses to run a stage whose dep is missing, so such a dep fails
+    the run at that stage, after the training before it (the report, with
+    `defense.run: []`, once waited on metrics/defenses, which only the
+    defense stages wrote). Each combination of emptied lists, in a fresh
+    copy of the project as a clone has it, through DVC's own expansion of
+    the foreach stages.
+    """
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    make_sandbox(tmp_path)
+    tracked = subprocess.run(["git", "ls-files"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    default = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for emptied in itertools.product((False, True), repeat=len(LISTS)):
+        if emptied[0] and not emptied[1]:
+            continue  # canaries.defenses must be within defense.run
+        params = copy.deepcopy(default)
+        for key, empty in zip(LISTS, emptied):
+            section, name = key.split(".")
+            params[section][name] = [] if empty else params[section][name]
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        with Repo(str(tmp_path)) as repo:
+            stages = list(repo.index.stages)
+        outs = {out.def_path for stage in stages for out in stage.outs}
+        written_or_held = outs | set(tracked)
+        missing = {
+            (stage.name, dep.def_path)
+            for stage in stages for dep in stage.deps
+            if not isinstance(dep, ParamsDependency)
+            and not any(p == dep.def_path or p.startswith(dep.def_path + "/") or dep.def_path.startswith(p + "/") for p in written_or_held)
+        }  # fmt: skip
+        assert not missing, (dict(zip(LISTS, emptied)), missing)
+        assert {stage.name for stage in stages} >= {"validate", "train_attack", "report"}

@@ -16,7 +16,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[2]
 COPIED = (
     "pipeline", "presets", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
-    ".dvc/.gitignore", ".dvc/config", ".dvc/plots", "data/raw",
+    ".dvc/.gitignore", ".dvc/config", ".dvc/plots", "data/raw", "metrics/defenses/.gitkeep",
 )  # fmt: skip
 
 
