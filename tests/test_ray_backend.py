@@ -59,10 +59,10 @@ def on_ray(tiny: Built, tmp_path_factory: pytest.TempPathFactory) -> RayRuns:
     expected = _digests(box.root, SHADOW_OUTPUTS)
     box.set_params({"compute": {"backend": "ray"}})
     logs = {name: folder / name for name in ("repro.out", "repro.err", "repro.status", "checks.out")}
+    q = {name: shlex.quote(str(path)) for name, path in {**logs, "repo": box.root, "project": PROJECT, "folder": folder}.items()}
     script = (
-        f"cd {shlex.quote(str(box.root))} && dvc repro train_shadows > {logs['repro.out']} 2> {logs['repro.err']}; "
-        f"echo $? > {logs['repro.status']}; cd {shlex.quote(str(PROJECT))} && "
-        f"{shlex.quote(sys.executable)} tests/ray_checks.py {shlex.quote(str(folder))} > {logs['checks.out']} 2>&1"
+        f"cd {q['repo']} && dvc repro train_shadows > {q['repro.out']} 2> {q['repro.err']}; echo $? > {q['repro.status']}; "
+        f"cd {q['project']} && {shlex.quote(sys.executable)} tests/ray_checks.py {q['folder']} > {q['checks.out']} 2>&1"
     )
     wrapped = private_network([sys.executable, "-m", "pipeline.tools.ray_cluster", "--num-cpus", "2", "--", "sh", "-c", script])
     cluster = subprocess.run(wrapped, cwd=PROJECT, env=box.env, capture_output=True, text=True, timeout=900)
