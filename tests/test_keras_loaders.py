@@ -2,9 +2,9 @@
 
 Keras reads KERAS_HOME once, when it is imported, so the loads run in a
 fresh interpreter per Keras home (fixture `offline`, three homes: the
-files placed for every dataset, a CIFAR-10 archive, nothing). Downloads go through a proxy that
-refuses connections (localhost port 9), so no test reaches the network or
-waits on it, wherever it runs.
+files placed for every dataset, a CIFAR-10 archive, nothing). Downloads
+go through a proxy that refuses connections (localhost port 9), so no
+test reaches the network or waits on it, wherever it runs.
 
 Only `fashion_mnist` reads its cached files as they are (no hash). `mnist`
 and `cifar10` pass Keras's `get_file` a sha256: a cached file that does not
@@ -118,14 +118,14 @@ def _fashion_files(cache: Path) -> dict[str, np.ndarray]:
 
 
 def test_fashion_mnist_loads_from_cached_idx_files(offline: Offline) -> None:
-    placed, out = offline.fashion, offline.folder / "placed"
+    arrays = offline.fashion
     assert offline.results["placed"]["fashion_mnist"] is None
-    loaded = np.load(out / "fashion_mnist.npz")
+    loaded = np.load(offline.folder / "placed/fashion_mnist.npz")
     assert loaded["x"].shape == (40, 28, 28, 1) and loaded["x"].dtype == np.float32
-    expected = np.concatenate([placed["x_train"], placed["x_test"]]).astype(np.float32)[..., None] / 255
+    expected = np.concatenate([arrays["x_train"], arrays["x_test"]]).astype(np.float32)[..., None] / 255
     np.testing.assert_array_equal(loaded["x"], expected)  # train then test, scaled by 1/255
     assert loaded["x"].max() == 1.0 and loaded["x"].min() == 0.0
-    np.testing.assert_array_equal(loaded["y"], np.concatenate([placed["y_train"], placed["y_test"]]))
+    np.testing.assert_array_equal(loaded["y"], np.concatenate([arrays["y_train"], arrays["y_test"]]))
     assert int(loaded["n_classes"]) == 10
 
 
